@@ -1,0 +1,48 @@
+# The local stack without Docker. `make up` and `make test` are the quick start.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: up infra down test test-unit test-all lint format venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## Kafka + PostgreSQL + a worker + the producer, until Ctrl-C
+up: $(STAMP)
+	$(PY) -m devstack up $(PRODUCER_ARGS)
+
+## Kafka + PostgreSQL only; prints the export lines to use
+infra: $(STAMP)
+	@$(PY) -m devstack infra
+
+## stop everything infra/up started
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; else $(PYTHON) -m devstack down; fi
+
+## unit + integration tests (starts Kafka and PostgreSQL itself, reusing running ones)
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean: down
+	rm -rf .state data

@@ -1,0 +1,49 @@
+"""Agent on `user_activity`: the source stage (app/ingest.py) plus its watermark timer."""
+
+from __future__ import annotations
+
+from faust.types import TP
+
+from app.faust_app import app, dlq_topic, enriched_topic, input_topic, settings
+from app.runtime import ingest
+
+BATCH = 2_000
+MARK_INTERVAL_S = 0.25
+
+
+@app.agent(input_topic, name="ingest")
+async def ingest_agent(stream):
+    async for events in stream.take_events(BATCH, within=0.05):
+        await ingest.handle(events)
+
+
+def _assigned_sources() -> list[int]:
+    return sorted(
+        tp.partition for tp in app.consumer.assignment() if tp.topic == settings.input_topic
+    )
+
+
+@app.timer(MARK_INTERVAL_S)
+async def send_watermarks() -> None:
+    assigned = _assigned_sources()
+    if not assigned:
+        return
+    sources = app.consumer.topic_partitions(settings.input_topic) or max(assigned) + 1
+    await ingest.flush_if_due()
+    await ingest.send_marks(
+        assigned,
+        sources,
+        settings.partitions,
+        highwater=lambda p: app.consumer.highwater(TP(settings.input_topic, p)),
+    )
+
+
+@app.on_partitions_revoked.connect
+async def on_revoked(sender, revoked, **kwargs) -> None:
+    await ingest.revoke({tp.partition for tp in revoked if tp.topic == settings.input_topic})
+
+
+@app.task
+async def declare_output_topics() -> None:
+    for topic in (enriched_topic, dlq_topic):
+        await topic.maybe_declare()

@@ -1,0 +1,108 @@
+"""Input records (SPEC section 1): parse, validate, normalise."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.errors import BadEvent
+
+EVENT_TYPES = frozenset({"page_view", "click", "session_start", "session_end"})
+NEEDS_PAGE = frozenset({"page_view", "click"})
+_EPOCH_MS_THRESHOLD = 1e11
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+@dataclass(slots=True)
+class Event:
+    event_time: int  # epoch milliseconds, UTC
+    user_id: str
+    event_type: str
+    page_url: str | None
+    fields: dict[str, Any]  # the record as sent, extra fields included
+
+
+def parse_event_time(value: Any) -> int:
+    """ISO-8601 (Z, offset, or naive as UTC) or epoch seconds/milliseconds -> epoch ms."""
+    if isinstance(value, bool):
+        raise BadEvent("wrong_type", "event_time is a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise BadEvent("bad_event_time", f"event_time {value!r} is not finite")
+        ms = value if abs(value) > _EPOCH_MS_THRESHOLD else value * 1000
+        if not 0 <= ms <= _MAX_MS:
+            raise BadEvent("bad_event_time", f"event_time {value!r} is out of range")
+        return int(ms)
+    if not isinstance(value, str):
+        raise BadEvent("wrong_type", f"event_time is {type(value).__name__}, not a string")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise BadEvent("bad_event_time", f"event_time {value[:64]!r} is not ISO-8601") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        ms = int(parsed.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError):
+        raise BadEvent("bad_event_time", f"event_time {value[:64]!r} is out of range") from None
+    if ms < 0:
+        raise BadEvent("bad_event_time", f"event_time {value[:64]!r} is before 1970")
+    return ms
+
+
+def _user_id(value: Any) -> str:
+    if isinstance(value, str):
+        if not value:
+            raise BadEvent("bad_user_id", "user_id is empty")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadEvent("wrong_type", f"user_id is {type(value).__name__}, not a string")
+    if isinstance(value, float) and not value.is_integer():
+        return repr(value)
+    return str(int(value))
+
+
+def decode(raw: bytes | None, now_ms: int, max_future_ms: int) -> Event:
+    """Parse one record value; raise BadEvent with a reason for anything off-contract."""
+    if not raw:
+        raise BadEvent("empty_value", "the record has no value")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadEvent("not_utf8", "the value is not UTF-8") from None
+        raise BadEvent("invalid_json", str(exc)[:120]) from None
+    if not isinstance(data, dict):
+        raise BadEvent("not_object", f"the value is a JSON {type(data).__name__}, not an object")
+    for name in ("event_time", "user_id", "event_type"):
+        if data.get(name) is None:
+            raise BadEvent("missing_field", name)
+    event_type = data["event_type"]
+    if not isinstance(event_type, str):
+        raise BadEvent("wrong_type", "event_type is not a string")
+    if event_type not in EVENT_TYPES:
+        raise BadEvent("unknown_event_type", event_type[:64])
+    page_url = data.get("page_url")
+    if event_type in NEEDS_PAGE and page_url is None:
+        raise BadEvent("missing_field", "page_url")
+    if page_url is not None and (not isinstance(page_url, str) or not page_url):
+        raise BadEvent("wrong_type", "page_url is not a non-empty string")
+    event_time = parse_event_time(data["event_time"])
+    if event_time > now_ms + max_future_ms:
+        raise BadEvent(
+            "future_event_time",
+            f"event_time is {(event_time - now_ms) / 1000:.0f}s ahead of wall time",
+        )
+    user_id = _user_id(data["user_id"])
+    return Event(event_time, user_id, event_type, page_url, data)
+
+
+def iso_utc(ms: int) -> str:
+    """Epoch ms -> `2026-01-29T09:31:03.027Z`."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -1,0 +1,62 @@
+"""The Faust app, its topics and its RocksDB-backed state tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from app.settings import get_settings
+
+settings = get_settings()
+Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+    store="rocksdb://",
+    datadir=settings.state_dir,
+    topic_partitions=settings.partitions,
+    topic_replication_factor=1,
+    key_serializer="raw",
+    value_serializer="raw",
+    consumer_auto_offset_reset="earliest",
+    web_port=settings.web_port,
+    web_bind=settings.web_host,
+    web_host=settings.web_host,
+    producer_linger_ms=5,
+    producer_max_batch_size=262_144,
+    stream_buffer_maxsize=16_384,
+    broker_commit_interval=1.0,
+    table_standby_replicas=0,
+)
+
+input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes, allow_empty=True)
+by_user_topic = app.topic(
+    settings.internal_topic,
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.partitions,
+    internal=True,
+)
+enriched_topic = app.topic(
+    settings.enriched_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions
+)
+dlq_topic = app.topic(
+    settings.dlq_topic,
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.partitions,
+    allow_empty=True,
+)
+
+# Store names encode what they hold; renaming one abandons its state.
+clock_table = app.Table(
+    "merge-clock-v1", key_type=bytes, value_type=bytes, partitions=settings.partitions
+)
+windows_table = app.Table(
+    "window-counts-v1", key_type=bytes, value_type=bytes, partitions=settings.partitions
+)
+users_table = app.Table(
+    "user-state-v1", key_type=bytes, value_type=bytes, partitions=settings.partitions
+)

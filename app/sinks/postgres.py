@@ -1,0 +1,215 @@
+"""PostgreSQL sink: batched upserts of absolute values, retried with backoff.
+
+Window counts are partial per user-keyed partition (a window's events come from
+users on every partition); a partition upserts its own partials and the total row
+is recomputed from them in the same transaction, under one advisory lock so two
+workers never race on a sum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from app.settings import mask_url
+from tables.aggregator import Changes
+
+log = logging.getLogger(__name__)
+DDL = Path(__file__).resolve().parents[2] / "init-db.sql"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LOCK_KEY = 0x41435456  # "ACTV"
+
+UPSERT_PV_PARTIAL = """
+INSERT INTO page_view_count_partials (window_start, page_url, part, view_count)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::int[], $4::bigint[])
+ON CONFLICT (window_start, page_url, part) DO UPDATE SET view_count = EXCLUDED.view_count
+"""
+ROLLUP_PV = """
+INSERT INTO page_view_counts (window_start, window_end, page_url, view_count, updated_at)
+SELECT p.window_start, p.window_start + interval '1 minute', p.page_url, sum(p.view_count), now()
+FROM page_view_count_partials p
+JOIN unnest($1::timestamptz[], $2::text[]) AS k(ws, url) ON p.window_start = k.ws
+  AND p.page_url = k.url
+GROUP BY p.window_start, p.page_url
+ON CONFLICT (window_start, page_url) DO UPDATE
+  SET view_count = EXCLUDED.view_count, updated_at = EXCLUDED.updated_at
+"""
+UPSERT_AU_PARTIAL = """
+INSERT INTO active_user_partials (window_start, part, user_count)
+SELECT * FROM unnest($1::timestamptz[], $2::int[], $3::bigint[])
+ON CONFLICT (window_start, part) DO UPDATE SET user_count = EXCLUDED.user_count
+"""
+ROLLUP_AU = """
+INSERT INTO active_users (window_start, window_end, active_user_count, updated_at)
+SELECT p.window_start, p.window_start + interval '5 minutes', sum(p.user_count), now()
+FROM active_user_partials p WHERE p.window_start = ANY($1::timestamptz[])
+GROUP BY p.window_start
+ON CONFLICT (window_start) DO UPDATE
+  SET active_user_count = EXCLUDED.active_user_count, updated_at = EXCLUDED.updated_at
+"""
+UPSERT_SESSIONS = """
+INSERT INTO user_sessions (user_id, session_start_time, session_end_time,
+                           session_duration_seconds, status, updated_at)
+SELECT u, s, e, d, st, now()
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::double precision[], $5::text[])
+  AS r(u, s, e, d, st)
+ON CONFLICT (user_id, session_start_time) DO UPDATE
+  SET session_end_time = EXCLUDED.session_end_time,
+      session_duration_seconds = EXCLUDED.session_duration_seconds,
+      status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
+"""
+
+
+def ts(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+class PendingRows:
+    """Latest absolute value per row key, merged across batches until written."""
+
+    def __init__(self) -> None:
+        self.page_views: dict[tuple[int, str, int], int] = {}
+        self.active: dict[tuple[int, int], int] = {}
+        self.sessions: dict[tuple[str, int], tuple] = {}
+
+    def add(self, part: int, changes: Changes) -> None:
+        for (start, url), count in changes.page_views.items():
+            self.page_views[(start, url, part)] = count
+        for start, count in changes.active_users.items():
+            self.active[(start, part)] = count
+        for key, row in changes.sessions.items():
+            self.sessions[key] = (row.user_id, row.start, row.end, row.duration_s, row.status)
+
+    def __len__(self) -> int:
+        return len(self.page_views) + len(self.active) + len(self.sessions)
+
+    def merge_back(self, newer: PendingRows) -> None:
+        """Put an unwritten batch back under anything that arrived after it."""
+        for mine, theirs in (
+            (self.page_views, newer.page_views),
+            (self.active, newer.active),
+            (self.sessions, newer.sessions),
+        ):
+            merged = {**mine, **theirs}
+            mine.clear()
+            mine.update(merged)
+
+
+class PostgresSink:
+    def __init__(self, database_url: str, flush_ms: int = 500) -> None:
+        self.database_url = database_url
+        self.flush_s = flush_ms / 1000
+        self.pending = PendingRows()
+        self.pool: asyncpg.Pool | None = None
+        self.rows_written = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.last_latency_s = 0.0
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def add(self, part: int, changes: Changes) -> None:
+        self.pending.add(part, changes)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="postgres-sink")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        try:
+            if self.pending and self.pool is not None:
+                await asyncio.wait_for(self.flush(), timeout=10)
+        except Exception as exc:  # shutting down: say so, the state replays on restart
+            log.warning("postgres: final flush failed: %s", exc)
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def connect(self) -> None:
+        self.pool = await asyncpg.create_pool(
+            self.database_url, min_size=1, max_size=2, command_timeout=30
+        )
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+            try:
+                await conn.execute(DDL.read_text())
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        log.info("postgres: connected to %s, tables ready", mask_url(self.database_url))
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                if self.pool is None:
+                    await self.connect()
+                await asyncio.sleep(self.flush_s)
+                await self.flush()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "postgres: write failed (%s); retrying in %.1fs, %d rows kept",
+                    self.last_error,
+                    backoff,
+                    len(self.pending),
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, PendingRows()
+        started = time.monotonic()
+        try:
+            await self._write(batch)
+        except BaseException:
+            batch.merge_back(self.pending)
+            self.pending = batch
+            raise
+        self.last_latency_s = time.monotonic() - started
+        self.rows_written += len(batch)
+
+    async def _write(self, batch: PendingRows) -> None:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            if batch.page_views:
+                keys = list(batch.page_views)
+                starts = [ts(k[0]) for k in keys]
+                urls = [k[1] for k in keys]
+                await conn.execute(
+                    UPSERT_PV_PARTIAL,
+                    starts,
+                    urls,
+                    [k[2] for k in keys],
+                    [batch.page_views[k] for k in keys],
+                )
+                windows = sorted({(k[0], k[1]) for k in keys})
+                await conn.execute(ROLLUP_PV, [ts(w[0]) for w in windows], [w[1] for w in windows])
+            if batch.active:
+                keys = list(batch.active)
+                starts = [ts(k[0]) for k in keys]
+                await conn.execute(
+                    UPSERT_AU_PARTIAL, starts, [k[1] for k in keys], [batch.active[k] for k in keys]
+                )
+                await conn.execute(ROLLUP_AU, sorted(set(starts)))
+            if batch.sessions:
+                rows = list(batch.sessions.values())
+                await conn.execute(
+                    UPSERT_SESSIONS,
+                    [r[0] for r in rows],
+                    [ts(r[1]) for r in rows],
+                    [None if r[2] is None else ts(r[2]) for r in rows],
+                    [r[3] for r in rows],
+                    [r[4] for r in rows],
+                )

@@ -1,0 +1,111 @@
+"""python -m devstack {infra,up,down,env}: the local stack without Docker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from devstack import stack
+from devstack.process import StackError, read_pid, spawn, stop_pid, tail
+
+APPS = {
+    "worker": [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
+    "producer": [sys.executable, "-m", "producer"],
+}
+
+
+def _app_pidfile(name: str):
+    return stack.state_dir() / f"{name}.pid"
+
+
+def cmd_infra(_: argparse.Namespace) -> None:
+    info = stack.up()
+    print("# the local stack is up; use it with:")
+    print(info.exports())
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    info = stack.up()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": info.bootstrap,
+        "DATABASE_URL": info.database_url,
+    }
+    logs = stack.state_dir() / "logs"
+    for name, argv in APPS.items():
+        if read_pid(_app_pidfile(name)) is None:
+            spawn(
+                argv + (args.producer_args if name == "producer" else []),
+                logs / f"{name}.log",
+                _app_pidfile(name),
+                env=env,
+            )
+            print(f"{name}: started, log {logs / f'{name}.log'}", flush=True)
+    print(info.exports())
+    print("Ctrl-C stops the worker and producer (`make down` stops everything).", flush=True)
+    try:
+        while True:
+            time.sleep(5)
+            for name in APPS:
+                if read_pid(_app_pidfile(name)) is None:
+                    print(
+                        f"{name} has stopped; last lines of its log:\n{tail(logs / f'{name}.log')}",
+                        flush=True,
+                    )
+                    if name == "worker":
+                        raise SystemExit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_apps()
+
+
+def _stop_apps() -> list[str]:
+    stopped = []
+    for name in APPS:
+        pid = read_pid(_app_pidfile(name))
+        if pid is not None:
+            stop_pid(pid)
+            stopped.append(name)
+        _app_pidfile(name).unlink(missing_ok=True)
+    return stopped
+
+
+def cmd_down(_: argparse.Namespace) -> None:
+    stopped = _stop_apps() + stack.down()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+def cmd_env(_: argparse.Namespace) -> None:
+    path = stack.state_dir() / "stack.env"
+    print(path.read_text() if path.exists() else "# the stack is not up: run `make infra`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("infra", help="start (or reuse) Kafka and PostgreSQL").set_defaults(
+        func=cmd_infra
+    )
+    up = sub.add_parser("up", help="infra, then a worker and the producer until Ctrl-C")
+    up.add_argument(
+        "producer_args", nargs=argparse.REMAINDER, help="arguments passed to `python -m producer`"
+    )
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop what infra/up started").set_defaults(func=cmd_down)
+    sub.add_parser("env", help="print the export lines of the running stack").set_defaults(
+        func=cmd_env
+    )
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

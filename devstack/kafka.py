@@ -1,0 +1,205 @@
+"""A single-node Apache Kafka broker in KRaft mode, jars resolved by Maven."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack import probes
+from devstack.process import StackError, read_pid, require, spawn, stop_pid, tail, wait_until
+
+POM = Path(__file__).with_name("pom.xml")
+JAVA_HINT = "Install a JDK 17+ (Debian: `apt-get install openjdk-17-jre-headless`)."
+MVN_HINT = "Install Maven (Debian: `apt-get install maven`); it fetches Kafka from Maven Central."
+
+LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+@dataclass
+class KafkaBroker:
+    state: Path
+    host: str = "127.0.0.1"
+    port: int = 9092
+
+    @property
+    def home(self) -> Path:
+        return self.state / "kafka"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "server.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def running_pid(self) -> int | None:
+        return read_pid(self.pidfile)
+
+    def classpath(self) -> str:
+        """Resolve the broker's jars once per pom.xml version; Maven caches them in ~/.m2."""
+        require("java", JAVA_HINT)
+        require("mvn", MVN_HINT)
+        self.home.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+        cached = self.home / f"classpath-{digest}.txt"
+        if cached.exists() and all(Path(p).exists() for p in cached.read_text().split(":")):
+            return cached.read_text().strip()
+        print("kafka: resolving broker jars from Maven Central (first run only)...", flush=True)
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:build-classpath",
+                f"-Dmdep.outputFile={cached}",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0 or not cached.exists():
+            raise StackError(
+                "mvn could not resolve the Kafka jars (is Maven Central reachable?):\n"
+                + (result.stdout + result.stderr)[-3000:]
+            )
+        print(f"kafka: jars resolved in {time.monotonic() - started:.1f}s", flush=True)
+        return cached.read_text().strip()
+
+    def start(self, deadline_s: float = 90.0) -> None:
+        classpath = self.classpath()
+        data = self.home / "data"
+        layout_file = self.home / "layout.txt"
+        previous = layout_file.read_text().split() if layout_file.exists() else []
+        controller_port = probes.next_free_port(self.host, self.port + 1, avoid={self.port})
+        if (
+            len(previous) == 2
+            and previous[0] == str(self.port)
+            and probes.port_free(self.host, int(previous[1]))
+        ):
+            controller_port = int(previous[1])
+        layout = f"{self.port} {controller_port}"
+        props = self.home / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers={self.host}:{controller_port}",
+                    f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=4",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=8",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=4",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "log.retention.hours=168",
+                    "",
+                ]
+            )
+        )
+        log4j = self.home / "log4j2.properties"
+        log4j.write_text(LOG4J2.format(log=self.log))
+        java = require("java", JAVA_HINT)
+        jvm = [
+            java,
+            "-Xms256m",
+            "-Xmx1g",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.home}",
+            "-cp",
+            classpath,
+        ]
+        if (data / "meta.properties").exists() and previous == layout.split():
+            self._launch(jvm, props, deadline_s)
+            return
+        # A KRaft log is formatted for one controller address; a changed port needs a new one.
+        if data.exists():
+            print(
+                f"kafka: ports changed ({' '.join(previous)} -> {layout}); new empty log dir",
+                flush=True,
+            )
+            subprocess.run(["rm", "-rf", str(data)], check=True)
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        fmt = subprocess.run(
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if fmt.returncode != 0:
+            raise StackError(f"kafka: formatting the log dir failed:\n{fmt.stdout}{fmt.stderr}")
+        layout_file.write_text(layout)
+        self._launch(jvm, props, deadline_s)
+
+    def _launch(self, jvm: list[str], props: Path, deadline_s: float) -> None:
+        started = time.monotonic()
+        pid = spawn(
+            [*jvm, "kafka.Kafka", str(props)],
+            self.home / "stdout.log",
+            self.pidfile,
+            env={**os.environ, "KAFKA_HEAP_OPTS": ""},
+        )
+        ok = wait_until(
+            lambda: probes.is_kafka(self.host, self.port),
+            deadline_s,
+            alive=lambda: read_pid(self.pidfile) == pid,
+        )
+        if not ok:
+            stop_pid(pid)
+            raise StackError(
+                f"kafka did not become ready on {self.bootstrap} within {deadline_s:.0f}s.\n"
+                f"Last lines of {self.log}:\n{tail(self.log)}\n"
+                f"Last lines of {self.home / 'stdout.log'}:\n{tail(self.home / 'stdout.log')}"
+            )
+        print(f"kafka: ready on {self.bootstrap} in {time.monotonic() - started:.1f}s", flush=True)
+
+    def stop(self) -> bool:
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        stop_pid(pid, grace_s=30.0)
+        self.pidfile.unlink(missing_ok=True)
+        return True

@@ -1,0 +1,226 @@
+"""All stateful logic of one user-keyed partition: windows, distinct users, sessions.
+
+Pure and synchronous: the agent feeds it events and watermark marks, then takes the
+changed keys to persist (Faust tables) and the rows to upsert (PostgreSQL).
+Window counts are applied on arrival (they commute); session events wait until the
+merged watermark passes them and are then applied in event-time order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from tables import sessions as sm
+from tables.watermark import NO_TIME, MergedWatermark
+from tables.windows import (
+    ACTIVE_USERS_WINDOW_MS,
+    MINUTE_MS,
+    PAGE_VIEW_WINDOW_MS,
+    new_window_starts_for_minute,
+    tumbling_start,
+)
+
+# Closed windows stay in state this long after their end, so that a restart or a
+# rebalance can re-upsert rows whose final write was in flight.
+RETAIN_CLOSED_MS = 10 * MINUTE_MS
+
+Pending = tuple[int, int, int, str]  # (event_time, source partition, offset, event_type)
+
+
+@dataclass
+class Changes:
+    """What one batch changed: rows for PostgreSQL, keys for the state tables."""
+
+    page_views: dict[tuple[int, str], int] = field(default_factory=dict)
+    active_users: dict[int, int] = field(default_factory=dict)
+    sessions: dict[tuple[str, int], sm.SessionRow] = field(default_factory=dict)
+    users: set[str] = field(default_factory=set)
+    dropped_page_views: set[tuple[int, str]] = field(default_factory=set)
+    dropped_active: set[int] = field(default_factory=set)
+    dropped_users: set[str] = field(default_factory=set)
+    clock: bool = False
+
+
+@dataclass
+class UserState:
+    minutes: list[int] = field(default_factory=list)
+    session: sm.OpenSession | None = None
+    pending: list[Pending] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not self.minutes and self.session is None and not self.pending
+
+
+class PartitionAggregator:
+    def __init__(self, timeout_ms: int, sources: int = 1) -> None:
+        self.timeout_ms = timeout_ms
+        self.clock = MergedWatermark(sources=sources)
+        self.applied: dict[int, int] = {}  # source partition -> last applied offset
+        self.page_views: dict[tuple[int, str], int] = {}
+        self.active: dict[int, int] = {}
+        self.users: dict[str, UserState] = {}
+        self.late_at_merge = 0
+        self._pending_heap: list[tuple[int, str]] = []
+        self._expiry_heap: list[tuple[int, str]] = []
+        self._last_prune = NO_TIME
+        self.changes = Changes()
+
+    @property
+    def watermark(self) -> int:
+        return self.clock.value
+
+    # -- input ---------------------------------------------------------------
+
+    def add(
+        self,
+        source: int,
+        offset: int,
+        t_ms: int,
+        user_id: str,
+        event_type: str,
+        page_url: str | None,
+    ) -> bool:
+        """Apply one on-time event; False when it was already applied or is behind the merge."""
+        if offset <= self.applied.get(source, -1):
+            return False
+        self.applied[source] = offset
+        self.changes.clock = True
+        if t_ms < self.clock.value:
+            self.late_at_merge += 1
+            return False
+        if event_type == "page_view":
+            key = (tumbling_start(t_ms, PAGE_VIEW_WINDOW_MS), page_url)
+            self.page_views[key] = count = self.page_views.get(key, 0) + 1
+            self.changes.page_views[key] = count
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users[user_id] = UserState()
+        minute = tumbling_start(t_ms, MINUTE_MS)
+        if minute not in user.minutes:
+            for start in new_window_starts_for_minute(minute, user.minutes):
+                self.active[start] = count = self.active.get(start, 0) + 1
+                self.changes.active_users[start] = count
+            user.minutes.append(minute)
+            user.minutes.sort()
+        user.pending.append((t_ms, source, offset, event_type))
+        heapq.heappush(self._pending_heap, (t_ms, user_id))
+        self.changes.users.add(user_id)
+        return True
+
+    def mark(self, source: int, watermark: int, idle: bool, sources: int, wall_s: float) -> None:
+        before = self.clock.value
+        self.clock.update(source, watermark, idle, sources, wall_s)
+        self.changes.clock = True
+        if self.clock.value > before:
+            self._advance(before)
+
+    def tick(self, wall_s: float) -> None:
+        """Wall-clock progress while every source is idle."""
+        before = self.clock.value
+        if self.clock.recompute(wall_s) > before:
+            self._advance(before)
+
+    # -- watermark progress --------------------------------------------------
+
+    def _advance(self, before: int) -> None:
+        wm = self.clock.value
+        self._release_sessions(wm)
+        self._expire_sessions(wm)
+        self._finalise_windows(before, wm)
+        if wm - self._last_prune >= 5 * MINUTE_MS:
+            self._prune_users(wm)
+            self._last_prune = wm
+
+    def _release_sessions(self, wm: int) -> None:
+        heap = self._pending_heap
+        while heap and heap[0][0] < wm:
+            _, user_id = heapq.heappop(heap)
+            user = self.users.get(user_id)
+            if user is None or not user.pending:
+                continue
+            user.pending.sort()
+            ready = [p for p in user.pending if p[0] < wm]
+            if not ready:
+                continue
+            user.pending = [p for p in user.pending if p[0] >= wm]
+            for t_ms, _, _, event_type in ready:
+                user.session, rows = sm.apply(
+                    user_id, user.session, t_ms, event_type, self.timeout_ms
+                )
+                self._emit(rows)
+            if user.session is not None:
+                heapq.heappush(self._expiry_heap, (user.session.last + self.timeout_ms, user_id))
+            self.changes.users.add(user_id)
+
+    def _expire_sessions(self, wm: int) -> None:
+        heap = self._expiry_heap
+        while heap and heap[0][0] <= wm:
+            _, user_id = heapq.heappop(heap)
+            user = self.users.get(user_id)
+            if user is None:
+                continue
+            user.session, row = sm.expire(user_id, user.session, wm, self.timeout_ms)
+            if row is not None:
+                self._emit([row])
+                self.changes.users.add(user_id)
+
+    def _emit(self, rows: list[sm.SessionRow]) -> None:
+        for row in rows:
+            self.changes.sessions[(row.user_id, row.start)] = row
+
+    def _finalise_windows(self, before: int, wm: int) -> None:
+        for key, count in self.page_views.items():
+            end = key[0] + PAGE_VIEW_WINDOW_MS
+            if before < end <= wm:
+                self.changes.page_views[key] = count  # its final value
+        for start, count in self.active.items():
+            end = start + ACTIVE_USERS_WINDOW_MS
+            if before < end <= wm:
+                self.changes.active_users[start] = count
+        for key in [
+            k for k in self.page_views if k[0] + PAGE_VIEW_WINDOW_MS + RETAIN_CLOSED_MS <= wm
+        ]:
+            del self.page_views[key]
+            self.changes.dropped_page_views.add(key)
+        for start in [
+            s for s in self.active if s + ACTIVE_USERS_WINDOW_MS + RETAIN_CLOSED_MS <= wm
+        ]:
+            del self.active[start]
+            self.changes.dropped_active.add(start)
+
+    def _prune_users(self, wm: int) -> None:
+        # A minute matters while some open window [s, s + 5 min) can still contain it.
+        horizon = tumbling_start(wm, MINUTE_MS) - ACTIVE_USERS_WINDOW_MS
+        for user_id in list(self.users):
+            user = self.users[user_id]
+            kept = [m for m in user.minutes if m >= horizon]
+            if kept != user.minutes:
+                user.minutes = kept
+                self.changes.users.add(user_id)
+            if user.empty():
+                del self.users[user_id]
+                self.changes.dropped_users.add(user_id)
+                self.changes.users.discard(user_id)
+
+    # -- persistence ---------------------------------------------------------
+
+    def take_changes(self) -> Changes:
+        changes, self.changes = self.changes, Changes()
+        return changes
+
+    def restore_user(self, user_id: str, state: UserState) -> None:
+        self.users[user_id] = state
+        for pending in state.pending:
+            heapq.heappush(self._pending_heap, (pending[0], user_id))
+        if state.session is not None:
+            heapq.heappush(self._expiry_heap, (state.session.last + self.timeout_ms, user_id))
+
+    def open_rows(self) -> Changes:
+        """Every row this partition holds, to re-upsert after an assignment."""
+        rows = Changes(page_views=dict(self.page_views), active_users=dict(self.active))
+        for user_id, user in self.users.items():
+            if user.session is not None:
+                row = sm.SessionRow(user_id, user.session.start, None, sm.ACTIVE)
+                rows.sessions[(user_id, row.start)] = row
+        return rows

@@ -1,0 +1,154 @@
+"""Real Kafka and PostgreSQL for integration tests, started through devstack (or reused)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from devstack import stack
+from devstack.probes import next_free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def infra():
+    return stack.up()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(infra) -> str:
+    return infra.bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(infra) -> str:
+    return infra.database_url
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def fresh_db(database_url, unique):
+    """A database of its own for one test; dropped afterwards."""
+    name = f"test_{unique}"
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = database_url.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+class Worker:
+    """`faust -A app worker` as a subprocess with its own state folder."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def pipeline_env(bootstrap, fresh_db, unique, tmp_path) -> dict[str, str]:
+    """Settings for one isolated pipeline: its own topics, database, lake and app id."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": fresh_db,
+        "APP_ID": f"pipeline-{unique}",
+        "INPUT_TOPIC": f"user_activity-{unique}",
+        "ENRICHED_TOPIC": f"enriched_activity-{unique}",
+        "DLQ_TOPIC": f"user_activity_dlq-{unique}",
+        "LAKE_DIR": str(tmp_path / "lake"),
+        "PARTITIONS": "4",
+        "LAKE_FLUSH": "2s",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture
+def start_worker(pipeline_env, tmp_path):
+    workers: list[Worker] = []
+
+    def start(**overrides: str) -> Worker:
+        n = len(workers)
+        env = {
+            **pipeline_env,
+            "STATE_DIR": str(tmp_path / f"state-{n}"),
+            "WEB_PORT": str(next_free_port("127.0.0.1", 16066 + 10 * n)),
+            **overrides,
+        }
+        worker = Worker(env, tmp_path / f"worker-{n}.log").start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+async def wait_for(check, timeout: float, interval: float = 1.0, what: str = "condition"):
+    """Poll an async check until it returns a truthy value; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last is True or (last and last is not None and not isinstance(last, str)):
+            return last
+        await asyncio.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}"[:4000])
