@@ -165,9 +165,9 @@ class IngestProcessor:
                 try:
                     await asyncio.to_thread(self._write, buffers, clocks)
                     break
-                except OSError as exc:
+                except Exception as exc:  # disk full, read-only, a bug: keep data, retry
                     self.stats.lake_errors += 1
-                    self.stats.lake_last_error = str(exc)
+                    self.stats.lake_last_error = f"{type(exc).__name__}: {exc}"
                     log.error(
                         "lake: cannot write to %s (%s); processing waits and retries in "
                         "%.0fs, nothing is acknowledged meanwhile",

@@ -170,13 +170,13 @@ class PostgresServer:
                 f"{result.stdout}{result.stderr}\nLast lines of {self.log}:\n"
                 f"{tail(self.log)}"
             )
-        self._provision(bindir)
+        self.provision(bindir)
         print(
             f"postgres: ready on {self.host}:{self.port} in {time.monotonic() - started:.1f}s",
             flush=True,
         )
 
-    def _provision(self, bindir: Path) -> None:
+    def provision(self, bindir: Path) -> None:
         user, password, db = self.credentials
         psql = [
             str(bindir / "psql"),

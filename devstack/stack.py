@@ -114,7 +114,8 @@ def ensure_postgres() -> str:
     port_file = server.home / "port.txt"
     if port_file.exists():
         server.port = int(port_file.read_text())
-        if server.running() and _login_works(server.url()):
+        if server.running():
+            server.provision(find_bindir())  # cheap; keeps roles current with this version
             return server.url()
     host, port = probes.split_database_url(setting or DEFAULT_DATABASE_URL)
     port, running = _choose_port(

@@ -13,11 +13,11 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app.events import Event
@@ -38,6 +38,7 @@ SCHEMA = pa.schema(
 _KNOWN = frozenset({"event_time", "user_id", "event_type", "page_url", "event_id"})
 _NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)\.parquet$")
 _DAY_MS = 86_400_000
+_EPOCH = date(1970, 1, 1)
 
 
 @dataclass
@@ -92,17 +93,15 @@ def write_partition(
 ) -> list[Path]:
     """Write one partition's buffered rows, one file per event_date. Blocking: run in a thread."""
     table = pa.table(buf.columns, schema=SCHEMA)
-    days = pc.divide(table["event_time"].cast(pa.int64()), _DAY_MS)
     name = f"part-{partition:04d}-{buf.first_offset:012d}-{buf.last_offset:012d}.parquet"
-    meta = {b"source_stream_time": str(stream_time).encode()}
-    table = table.replace_schema_metadata(meta)
+    table = table.replace_schema_metadata({b"source_stream_time": str(stream_time).encode()})
+    rows_by_day: dict[int, list[int]] = defaultdict(list)
+    for i, t in enumerate(buf.columns["event_time"]):
+        rows_by_day[t // _DAY_MS].append(i)
     written = []
-    day_values = days.to_numpy()
-    for day in sorted(set(day_values.tolist())):
-        mask = pa.array(day_values == day)
-        part = table.filter(mask)
-        date = pa.scalar(int(day) * _DAY_MS, pa.timestamp("ms")).as_py().date().isoformat()
-        folder = lake_dir / f"event_date={date}"
+    for day, rows in sorted(rows_by_day.items()):
+        part = table if len(rows_by_day) == 1 else table.take(pa.array(rows))
+        folder = lake_dir / f"event_date={(_EPOCH + timedelta(days=day)).isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{name}.tmp"
         pq.write_table(part, tmp, compression="zstd", row_group_size=1_000_000)
