@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,6 +16,8 @@ EVENT_TYPES = frozenset({"page_view", "click", "session_start", "session_end"})
 NEEDS_PAGE = frozenset({"page_view", "click"})
 _EPOCH_MS_THRESHOLD = 1e11
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 @dataclass(slots=True)
@@ -33,7 +36,9 @@ def parse_event_time(value: Any) -> int:
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise BadEvent("bad_event_time", f"event_time {value!r} is not finite")
-        ms = value if abs(value) > _EPOCH_MS_THRESHOLD else value * 1000
+        # A float as written, in exact decimal: 1.001 s is 1001 ms (1.001 * 1000 < 1001).
+        number = Decimal(repr(value)) if isinstance(value, float) else value
+        ms = number if abs(number) > _EPOCH_MS_THRESHOLD else number * 1000
         if not 0 <= ms <= _MAX_MS:
             raise BadEvent("bad_event_time", f"event_time {value!r} is out of range")
         return int(ms)
@@ -46,7 +51,7 @@ def parse_event_time(value: Any) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
-        ms = int(parsed.timestamp() * 1000)
+        ms = (parsed - _EPOCH) // _ONE_MS  # exact; timestamp() * 1000 can lose 1 ms
     except (OverflowError, OSError, ValueError):
         raise BadEvent("bad_event_time", f"event_time {value[:64]!r} is out of range") from None
     if ms < 0:
@@ -105,4 +110,5 @@ def decode(raw: bytes | None, now_ms: int, max_future_ms: int) -> Event:
 
 def iso_utc(ms: int) -> str:
     """Epoch ms -> `2026-01-29T09:31:03.027Z`."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    moment = _EPOCH + timedelta(milliseconds=ms)  # exact; fromtimestamp(ms / 1000) is not
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

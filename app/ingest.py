@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from app.errors import BadEvent
 from app.events import decode, iso_utc
@@ -24,7 +26,64 @@ from app.stats import Stats
 from tables.watermark import SourceClock
 
 log = logging.getLogger(__name__)
-EVENT, MARK = 0, 1
+EVENTS, MARK = 0, 1
+_PARTITION_CACHE_MAX = 1_000_000
+
+
+class KeyPartitioner:
+    """Kafka's default (murmur2) partition of a key, as Java clients compute it; cached."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._cache: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int:
+        partition = self._cache.get(key)
+        if partition is None:
+            if len(self._cache) >= _PARTITION_CACHE_MAX:
+                self._cache.clear()
+            partition = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+            self._cache[key] = partition
+        return partition
+
+
+class BatchSender:
+    """Appends records to one aiokafka batch per topic partition; far cheaper than send()."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.batches: dict[tuple[str, int], object] = {}
+        self.inflight: list[asyncio.Future] = []
+        # Batches must reach the producer in the order they were filled: a watermark
+        # mark overtaking the events it covers would make them late downstream.
+        self._send_lock = asyncio.Lock()
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        batch = self.batches.get((topic, partition))
+        if batch is None:
+            batch = self.batches[(topic, partition)] = self.producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            del self.batches[(topic, partition)]
+            async with self._send_lock:
+                await self._send(topic, partition, batch)
+            await self.add(topic, partition, key, value)
+
+    async def _send(self, topic: str, partition: int, batch) -> None:
+        self.inflight.append(await self.producer.send_batch(batch, topic, partition=partition))
+
+    async def send_all(self) -> None:
+        batches, self.batches = self.batches, {}
+        async with self._send_lock:
+            for (topic, partition), batch in batches.items():
+                if batch.record_count():
+                    await self._send(topic, partition, batch)
+
+    async def delivered(self) -> None:
+        """Wait until every record sent so far is acknowledged by the broker."""
+        await self.send_all()
+        inflight, self.inflight = self.inflight, []
+        if inflight:
+            await asyncio.gather(*inflight)
 
 
 @dataclass
@@ -38,9 +97,8 @@ class Source:
 
 
 class IngestProcessor:
-    def __init__(self, settings: Settings, producer, consumer, stats: Stats) -> None:
+    def __init__(self, settings: Settings, consumer, stats: Stats) -> None:
         self.settings = settings
-        self.producer = producer
         self.consumer = consumer
         self.stats = stats
         self.lake_dir = Path(settings.lake_dir)
@@ -50,6 +108,34 @@ class IngestProcessor:
         self.flush_lock = asyncio.Lock()
         self.last_flush = time.monotonic()
         self._dlq_logged: dict[str, float] = {}
+        self.producer: AIOKafkaProducer | None = None
+        self.sender: BatchSender | None = None
+        self.enriched_partition: KeyPartitioner | None = None
+        self.user_partition = KeyPartitioner(settings.partitions)
+        # handle() and send_marks() never interleave: a mark is computed only between batches.
+        self.process_lock = asyncio.Lock()
+
+    async def start(self, **kafka_options) -> None:
+        """Own producer: records go out as whole batches per partition, not one by one."""
+        if self.producer is not None:
+            return
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            max_request_size=8 << 20,
+            enable_idempotence=True,
+            **kafka_options,
+        )
+        await self.producer.start()
+        self.sender = BatchSender(self.producer)
+        partitions = await self.producer.partitions_for(self.settings.enriched_topic)
+        self.enriched_partition = KeyPartitioner(len(partitions))
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
 
     # -- partitions ----------------------------------------------------------
 
@@ -76,11 +162,22 @@ class IngestProcessor:
     # -- records -------------------------------------------------------------
 
     async def handle(self, events: list) -> None:
+        if self.producer is None:
+            await self.start()
+        async with self.process_lock:
+            await self._handle(events)
+        if self.buffer.rows() >= self.settings.lake_flush_rows:
+            await self.flush()
+
+    async def _handle(self, events: list) -> None:
         now_ms = int(time.time() * 1000)
         wall = time.monotonic()
         processing_iso = iso_utc(now_ms)
-        send = self.producer.send
         settings = self.settings
+        sender = self.sender
+        enriched_topic = settings.enriched_topic
+        enriched_partition = self.enriched_partition
+        forward: dict[int, list] = {}
         for event in events:
             msg = event.message
             partition, offset = msg.partition, msg.offset
@@ -107,22 +204,24 @@ class IngestProcessor:
             enriched["processing_time"] = processing_iso
             enriched["kafka_partition"] = partition
             enriched["kafka_offset"] = offset
-            await send(settings.enriched_topic, key, orjson.dumps(enriched), None, None, None)
+            await sender.add(enriched_topic, enriched_partition(key), key, orjson.dumps(enriched))
             if late:
                 if self.stats.late_logged(partition):
+                    behind = (src.clock.watermark - ev.event_time) / 1000
                     log.info(
-                        "ingest: late event on partition %d at offset %d (%s behind the watermark)",
+                        "ingest: late event on partition %d at offset %d (%.1fs behind the "
+                        "watermark; logged once a minute)",
                         partition,
                         offset,
-                        f"{(src.clock.watermark - ev.event_time) / 1000:.1f}s",
+                        behind,
                     )
                 continue
-            forward = orjson.dumps(
-                [EVENT, partition, offset, ev.event_time, ev.user_id, ev.event_type, ev.page_url]
+            forward.setdefault(self.user_partition(key), []).append(
+                (partition, offset, ev.event_time, ev.user_id, ev.event_type, ev.page_url)
             )
-            await send(settings.internal_topic, key, forward, None, None, None)
-        if self.buffer.rows() >= settings.lake_flush_rows:
-            await self.flush()
+        for target, records in forward.items():
+            await sender.add(settings.internal_topic, target, None, orjson.dumps([EVENTS, records]))
+        await sender.send_all()
 
     async def _dead_letter(self, msg, exc: BadEvent) -> None:
         headers = [
@@ -159,7 +258,9 @@ class IngestProcessor:
             self.last_flush = time.monotonic()
             if not buffers and not held:
                 return
-            await self.producer.flush()
+            if self.sender is not None:
+                await self.sender.delivered()
+                await self.producer.flush()
             delay = 0.5
             while True:
                 try:
@@ -197,6 +298,12 @@ class IngestProcessor:
         self, assigned: list[int], sources: int, partitions: int, highwater
     ) -> None:
         """Tell every user-keyed partition how far each assigned source partition has got."""
+        if self.producer is None:
+            await self.start()
+        async with self.process_lock:
+            await self._send_marks(assigned, sources, partitions, highwater)
+
+    async def _send_marks(self, assigned, sources, partitions, highwater) -> None:
         now = time.monotonic()
         idle_after = self.settings.idle_advance_ms / 1000
         for partition in assigned:
@@ -206,6 +313,5 @@ class IngestProcessor:
             idle = at_end and now - src.last_event_wall >= idle_after
             mark = orjson.dumps([MARK, partition, sources, src.clock.watermark, idle])
             for target in range(partitions):
-                await self.producer.send(
-                    self.settings.internal_topic, None, mark, target, None, None
-                )
+                await self.sender.add(self.settings.internal_topic, target, None, mark)
+        await self.sender.send_all()

@@ -15,7 +15,7 @@ from collections import defaultdict
 import orjson
 from faust.streams import _current_event
 
-from app.ingest import EVENT
+from app.ingest import EVENTS
 from tables.aggregator import Changes, PartitionAggregator, UserState
 from tables.sessions import OpenSession
 
@@ -94,10 +94,12 @@ class MergeProcessor:
             by_partition[event.message.partition].append(event)
         for partition, part_events in by_partition.items():
             agg = self.part(partition)
+            add = agg.add
             for event in part_events:
                 rec = orjson.loads(event.message.value)
-                if rec[0] == EVENT:
-                    agg.add(rec[1], rec[2], rec[3], rec[4], rec[5], rec[6])
+                if rec[0] == EVENTS:
+                    for source, offset, t_ms, user_id, event_type, page_url in rec[1]:
+                        add(source, offset, t_ms, user_id, event_type, page_url)
                 else:
                     agg.mark(rec[1], rec[3], rec[4], rec[2], wall)
             changes = agg.take_changes()

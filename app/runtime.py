@@ -10,7 +10,7 @@ from app.stats import Stats
 
 stats = Stats()
 postgres_sink = PostgresSink(settings.database_url, settings.sink_flush_ms)
-ingest = IngestProcessor(settings, app.producer, app.consumer, stats)
+ingest = IngestProcessor(settings, app.consumer, stats)
 merge = MergeProcessor(settings, clock_table, windows_table, users_table, postgres_sink)
 
 # Table changelog writes go through Faust's producer buffer (100 by default, then it

@@ -20,7 +20,7 @@ from app.settings import mask_url
 from tables.aggregator import Changes
 
 log = logging.getLogger(__name__)
-DDL = Path(__file__).resolve().parents[2] / "init-db.sql"
+DDL = Path(__file__).with_name("init-db.sql")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOCK_KEY = 0x41435456  # "ACTV"
 

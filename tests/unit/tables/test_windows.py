@@ -1,0 +1,80 @@
+"""Window arithmetic: UTC-minute aligned tumbling and hopping windows (SPEC section 3)."""
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tables.windows import hopping_starts, new_window_starts_for_minute, tumbling_start
+
+MIN = 60_000
+# 2026-01-29T09:31:00Z, a minute boundary, computed without the code under test.
+T = int(datetime(2026, 1, 29, 9, 31, tzinfo=UTC).timestamp()) * 1000
+
+
+def test_event_exactly_on_a_minute_boundary_belongs_to_the_window_starting_there():
+    assert tumbling_start(T) == T
+
+
+def test_one_ms_before_a_boundary_belongs_to_the_previous_window():
+    assert tumbling_start(T - 1) == T - MIN
+
+
+def test_last_ms_of_a_minute_stays_in_that_minute():
+    assert tumbling_start(T + MIN - 1) == T
+
+
+def test_tumbling_start_honours_a_custom_size():
+    assert tumbling_start(T + 7 * MIN + 5, size_ms=5 * MIN) == T + 4 * MIN  # 09:38 -> 09:35
+
+
+def test_hopping_windows_are_five_starts_one_minute_apart_oldest_first():
+    starts = list(hopping_starts(T + 30_000))
+    assert starts == [T - 4 * MIN, T - 3 * MIN, T - 2 * MIN, T - MIN, T]
+
+
+def test_hopping_event_on_a_boundary_opens_the_window_starting_there_and_leaves_the_oldest():
+    assert list(hopping_starts(T)) == [T - 4 * MIN, T - 3 * MIN, T - 2 * MIN, T - MIN, T]
+    assert list(hopping_starts(T - 1)) == [T + k * MIN for k in range(-5, 0)]
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))
+def test_hopping_starts_are_exactly_the_minute_windows_of_five_minutes_that_hold_t(t):
+    candidates = range(t - t % MIN - 10 * MIN, t + 10 * MIN, MIN)
+    expected = [s for s in candidates if s <= t < s + 5 * MIN]
+    assert list(hopping_starts(t)) == expected
+
+
+def test_first_activity_counts_the_user_in_all_five_windows():
+    assert new_window_starts_for_minute(T, []) == list(hopping_starts(T))
+
+
+def test_activity_in_the_previous_minute_leaves_only_the_newest_window_new():
+    assert new_window_starts_for_minute(T, [T - MIN]) == [T]
+
+
+def test_activity_four_minutes_earlier_shares_only_one_window():
+    assert new_window_starts_for_minute(T, [T - 4 * MIN]) == [T - 3 * MIN, T - 2 * MIN, T - MIN, T]
+
+
+def test_activity_five_minutes_earlier_shares_no_window():
+    assert new_window_starts_for_minute(T, [T - 5 * MIN]) == list(hopping_starts(T))
+
+
+def test_out_of_order_minute_before_a_later_one_only_adds_the_older_windows():
+    # Already active at T + 2 min: windows T-2..T+2 hold it; T-4 and T-3 are new.
+    assert new_window_starts_for_minute(T, [T + 2 * MIN]) == [T - 4 * MIN, T - 3 * MIN]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=15, unique=True))
+def test_summing_first_time_increments_gives_the_distinct_user_count_per_window(minutes):
+    """One user active in `minutes` (any order) is counted exactly once in every window."""
+    counts: dict[int, int] = {}
+    seen: list[int] = []
+    for m in minutes:
+        minute = T + m * MIN
+        for start in new_window_starts_for_minute(minute, seen):
+            counts[start] = counts.get(start, 0) + 1
+        seen.append(minute)
+    expected = {T + s * MIN: 1 for s in range(-4, 21) if any(s <= m < s + 5 for m in minutes)}
+    assert counts == expected

@@ -1,0 +1,189 @@
+"""docker-compose.yml and .env.example agree with the code (SPEC sections 7 and 8).
+
+No Docker engine is needed: the file is parsed with PyYAML, and `docker compose
+config` (a client-side check) runs only where the compose CLI is installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+_ENV_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict) -> dict:
+    return compose["services"]
+
+
+def _env_name(field_name: str) -> str:
+    name = field_name.upper()
+    return name[:-3] if name.endswith("_MS") else name
+
+
+def _env_example() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ENV_LINE.match(stripped)
+        assert match, f".env.example: not a NAME=value line: {line!r}"
+        assert match.group(1) not in found, f".env.example: {match.group(1)} twice"
+        found[match.group(1)] = match.group(2)
+    return found
+
+
+def _compose_cli() -> list[str] | None:
+    """`docker compose`, else a standalone `docker-compose` v2, else None."""
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        candidates.append(["docker-compose"])
+    for cli in candidates:
+        try:
+            probe = subprocess.run(
+                [*cli, "version"], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        # Compose v1 (Python, `docker-compose version 1.29`) predates parts of the spec.
+        if probe.returncode == 0 and not re.search(r"version v?1\.", probe.stdout):
+            return cli
+    return None
+
+
+def _environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def _depends_on(service: dict) -> dict:
+    deps = service.get("depends_on") or {}
+    assert isinstance(deps, dict), "depends_on must be the long form (with conditions)"
+    return deps
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no docker compose CLI (plugin or standalone v2) on this machine")
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_version_key_and_the_four_services(compose: dict, services: dict) -> None:
+    assert "version" not in compose
+    assert {"kafka", "postgres", "worker", "producer"} <= set(services)
+
+
+def test_kafka_is_official_4x_kraft_with_two_listeners(services: dict) -> None:
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:4")
+    env = _environment(kafka)
+    assert "controller" in env["KAFKA_PROCESS_ROLES"]
+    assert "broker" in env["KAFKA_PROCESS_ROLES"]
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "kafka:19092" in advertised
+    assert "localhost:9092" in advertised
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+    assert any(str(p).split(":")[0] == "9092" for p in kafka.get("ports", []))
+
+
+def test_postgres_mounts_init_db_and_matches_default_url(services: dict) -> None:
+    postgres = services["postgres"]
+    assert postgres["image"] == "postgres:15"
+    mounts = [str(v) for v in postgres.get("volumes", [])]
+    assert any(m.startswith("./init-db.sql:/docker-entrypoint-initdb.d/") for m in mounts), mounts
+    env = _environment(postgres)
+    default_url = Settings().database_url
+    assert f"{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@" in default_url
+    assert default_url.endswith(f"/{env['POSTGRES_DB']}")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+
+
+def test_dependencies_wait_for_healthy_services(services: dict) -> None:
+    worker = _depends_on(services["worker"])
+    producer = _depends_on(services["producer"])
+    assert worker["kafka"]["condition"] == "service_healthy"
+    assert worker["postgres"]["condition"] == "service_healthy"
+    assert producer["kafka"]["condition"] == "service_healthy"
+
+
+def test_every_dependency_target_has_a_healthcheck(services: dict) -> None:
+    for name in ("kafka", "postgres", "worker"):
+        check = services[name].get("healthcheck")
+        assert check and check.get("test"), f"{name} has no healthcheck"
+        assert not check.get("disable", False)
+
+
+def test_worker_can_be_scaled(services: dict) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker, "a host port mapping breaks --scale worker=N"
+    assert [str(p) for p in worker.get("expose", [])] == ["6066"]
+
+
+def test_worker_environment_points_at_the_containers(compose: dict, services: dict) -> None:
+    env = _environment(services["worker"])
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    assert "@postgres:5432/" in env["DATABASE_URL"]
+    assert env["WEB_HOST"] == "0.0.0.0"
+    assert env["LAKE_DIR"] == "/data/lake"
+    assert env["STATE_DIR"]
+    mounts = [str(v) for v in services["worker"].get("volumes", [])]
+    lake_mounts = [m for m in mounts if m.split(":")[1:2] == ["/data/lake"]]
+    assert lake_mounts, "the lake must be a volume shared by all workers"
+    assert lake_mounts[0].split(":")[0] in compose["volumes"], "the lake volume should be named"
+    assert all(env["STATE_DIR"] not in m for m in mounts), "state must not be shared"
+
+
+def test_producer_runs_the_simulator(services: dict) -> None:
+    producer = services["producer"]
+    command = producer["command"]
+    if isinstance(command, str):
+        command = command.split()
+    assert command == ["python", "-m", "producer", "--rate", "200", "--users", "500"]
+    assert _environment(producer)["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    assert producer.get("build") == services["worker"].get("build")
+
+
+def test_env_example_lists_exactly_the_settings() -> None:
+    listed = _env_example()
+    settings = {_env_name(f.name) for f in dataclasses.fields(Settings)}
+    assert sorted(set(listed) - settings) == [], "in .env.example but not a Settings field"
+    assert sorted(settings - set(listed)) == [], "Settings fields missing from .env.example"
+
+
+def test_env_example_values_are_the_defaults() -> None:
+    """Every value in .env.example parses to the dataclass default."""
+    listed = _env_example()
+    assert Settings.from_env(listed) == Settings()
