@@ -24,11 +24,20 @@ app = faust.App(
     web_port=settings.web_port,
     web_bind=settings.web_host,
     web_host=settings.web_host,
+    # The worker's own views (app/web.py) replace Faust's: its sensor dump at `/`, the
+    # service graph, and the table/router views (table_route misroutes, DESIGN.md).
+    web_stats_enabled=False,
+    web_graph_enabled=False,
+    web_tables_enabled=False,
+    web_router_enabled=False,
     producer_linger_ms=5,
     producer_max_batch_size=262_144,
     stream_buffer_maxsize=16_384,
     broker_commit_interval=1.0,
     table_standby_replicas=0,
+    # A killed worker's partitions wait this long before others take them over.
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
 )
 
 input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes, allow_empty=True)
@@ -50,13 +59,7 @@ dlq_topic = app.topic(
     allow_empty=True,
 )
 
-# Store names encode what they hold; renaming one abandons its state.
-clock_table = app.Table(
-    "merge-clock-v1", key_type=bytes, value_type=bytes, partitions=settings.partitions
-)
-windows_table = app.Table(
-    "window-counts-v1", key_type=bytes, value_type=bytes, partitions=settings.partitions
-)
-users_table = app.Table(
-    "user-state-v1", key_type=bytes, value_type=bytes, partitions=settings.partitions
+# The name encodes the state's layout; renaming it abandons the old state.
+state_table = app.Table(
+    "merge-state-v2", key_type=bytes, value_type=bytes, partitions=settings.partitions
 )

@@ -78,12 +78,11 @@ class BatchSender:
                 if batch.record_count():
                     await self._send(topic, partition, batch)
 
-    async def delivered(self) -> None:
-        """Wait until every record sent so far is acknowledged by the broker."""
+    async def send_and_detach(self) -> list[asyncio.Future]:
+        """Send everything filled so far; return the futures that resolve on delivery."""
         await self.send_all()
         inflight, self.inflight = self.inflight, []
-        if inflight:
-            await asyncio.gather(*inflight)
+        return inflight
 
 
 @dataclass
@@ -97,8 +96,9 @@ class Source:
 
 
 class IngestProcessor:
-    def __init__(self, settings: Settings, consumer, stats: Stats) -> None:
+    def __init__(self, settings: Settings, consumer, stats: Stats, owned=None) -> None:
         self.settings = settings
+        self.owned = owned or (lambda: None)  # see MergeProcessor.owned
         self.consumer = consumer
         self.stats = stats
         self.lake_dir = Path(settings.lake_dir)
@@ -114,24 +114,27 @@ class IngestProcessor:
         self.user_partition = KeyPartitioner(settings.partitions)
         # handle() and send_marks() never interleave: a mark is computed only between batches.
         self.process_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
 
     async def start(self, **kafka_options) -> None:
         """Own producer: records go out as whole batches per partition, not one by one."""
-        if self.producer is not None:
-            return
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            acks="all",
-            linger_ms=5,
-            max_batch_size=1 << 20,
-            max_request_size=8 << 20,
-            enable_idempotence=True,
-            **kafka_options,
-        )
-        await self.producer.start()
-        self.sender = BatchSender(self.producer)
-        partitions = await self.producer.partitions_for(self.settings.enriched_topic)
-        self.enriched_partition = KeyPartitioner(len(partitions))
+        async with self._start_lock:
+            if self.sender is not None:
+                return
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                acks="all",
+                linger_ms=5,
+                max_batch_size=1 << 20,
+                max_request_size=8 << 20,
+                enable_idempotence=True,
+                **kafka_options,
+            )
+            await producer.start()
+            partitions = await producer.partitions_for(self.settings.enriched_topic)
+            self.enriched_partition = KeyPartitioner(len(partitions))
+            self.producer = producer
+            self.sender = BatchSender(producer)
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -153,7 +156,7 @@ class IngestProcessor:
 
     async def revoke(self, partitions: set[int]) -> None:
         """Drop what revoked partitions buffered; their new owner re-reads it."""
-        async with self.flush_lock:
+        async with self.process_lock, self.flush_lock:
             for partition in partitions:
                 self.sources.pop(partition, None)
                 self.buffer.partitions.pop(partition, None)
@@ -162,7 +165,7 @@ class IngestProcessor:
     # -- records -------------------------------------------------------------
 
     async def handle(self, events: list) -> None:
-        if self.producer is None:
+        if self.sender is None:
             await self.start()
         async with self.process_lock:
             await self._handle(events)
@@ -178,9 +181,12 @@ class IngestProcessor:
         enriched_topic = settings.enriched_topic
         enriched_partition = self.enriched_partition
         forward: dict[int, list] = {}
+        owned = self.owned()
         for event in events:
             msg = event.message
             partition, offset = msg.partition, msg.offset
+            if owned is not None and partition not in owned:
+                continue
             src = self.source(partition)
             if offset <= src.skip_through:
                 self.stats.skipped += 1
@@ -251,16 +257,25 @@ class IngestProcessor:
             await self.flush()
 
     async def flush(self) -> None:
+        """Make the lake and every record sent so far durable, then acknowledge the offsets.
+
+        The cut is taken between two batches (under process_lock): a lake file must never
+        hold an event whose forward to the user-keyed topic has not been sent, or a crash
+        after its offset commit would lose that event downstream.
+        """
         async with self.flush_lock:
-            buffers = self.buffer.take()
-            held, self.held = self.held, {}
-            clocks = {p: self.sources[p].clock.stream_time for p in buffers if p in self.sources}
-            self.last_flush = time.monotonic()
-            if not buffers and not held:
-                return
-            if self.sender is not None:
-                await self.sender.delivered()
-                await self.producer.flush()
+            async with self.process_lock:
+                buffers = self.buffer.take()
+                held, self.held = self.held, {}
+                clocks = {
+                    p: self.sources[p].clock.stream_time for p in buffers if p in self.sources
+                }
+                self.last_flush = time.monotonic()
+                if not buffers and not held:
+                    return
+                inflight = await self.sender.send_and_detach() if self.sender else []
+            if inflight:
+                await asyncio.gather(*inflight)
             delay = 0.5
             while True:
                 try:
@@ -298,7 +313,7 @@ class IngestProcessor:
         self, assigned: list[int], sources: int, partitions: int, highwater
     ) -> None:
         """Tell every user-keyed partition how far each assigned source partition has got."""
-        if self.producer is None:
+        if self.sender is None:
             await self.start()
         async with self.process_lock:
             await self._send_marks(assigned, sources, partitions, highwater)

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from app.faust_app import app, clock_table, settings, users_table, windows_table
+from app.faust_app import app, settings, state_table
 from app.ingest import IngestProcessor
 from app.merge import MergeProcessor
 from app.sinks.postgres import PostgresSink
 from app.stats import Stats
 
 stats = Stats()
+
+
+def owned_partitions(topic: str):
+    def owned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+
+    return owned
+
+
 postgres_sink = PostgresSink(settings.database_url, settings.sink_flush_ms)
-ingest = IngestProcessor(settings, app.consumer, stats)
-merge = MergeProcessor(settings, clock_table, windows_table, users_table, postgres_sink)
+ingest = IngestProcessor(settings, app.consumer, stats, owned_partitions(settings.input_topic))
+merge = MergeProcessor(
+    settings, state_table, postgres_sink, owned_partitions(settings.internal_topic)
+)
 
 # Table changelog writes go through Faust's producer buffer (100 by default, then it
 # logs "buffer full" and waits); one batch writes thousands of keys.

@@ -95,15 +95,18 @@ class Simulator:
 
     def __iter__(self) -> Iterator[Emitted]:
         while True:
-            self.clock += self.step_ms
             self.seq += 1
             if self.bad_ratio and self.rng.random() < self.bad_ratio:
+                self.clock += self.step_ms
                 yield Emitted(self.rng.choice(BAD_RECORDS), None)
                 continue
             user = self.rng.choice(self.users)
             event_type = self._next_type(user)
             if event_type is None:
                 continue
+            # One step per record sent, so event time follows the send rate: a step on
+            # silent draws too would run the clock ahead of wall time (and past MAX_FUTURE).
+            self.clock += self.step_ms
             t = int(self.clock) - self.rng.randrange(0, self.jitter_ms + 1)
             late = self.rng.random() < self.late_ratio
             if late:

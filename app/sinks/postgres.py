@@ -76,20 +76,33 @@ class PendingRows:
         self.page_views: dict[tuple[int, str, int], int] = {}
         self.active: dict[tuple[int, int], int] = {}
         self.sessions: dict[tuple[str, int], tuple] = {}
+        self.batches: dict[int, int] = {}  # partition -> newest merge batch included
 
-    def add(self, part: int, changes: Changes) -> None:
+    def add(self, part: int, changes: Changes, batch: int) -> None:
+        self.batches[part] = max(batch, self.batches.get(part, 0))
         for (start, url), count in changes.page_views.items():
             self.page_views[(start, url, part)] = count
         for start, count in changes.active_users.items():
             self.active[(start, part)] = count
         for key, row in changes.sessions.items():
-            self.sessions[key] = (row.user_id, row.start, row.end, row.duration_s, row.status)
+            self.sessions[key] = (row.user_id, row.start, row.end, row.duration_s, row.status, part)
+
+    def drop_partitions(self, parts: set[int]) -> None:
+        """Forget rows of partitions this worker no longer owns: their new owner re-upserts
+        everything its restored state holds, and these may be older than its rows."""
+        self.page_views = {k: v for k, v in self.page_views.items() if k[2] not in parts}
+        self.active = {k: v for k, v in self.active.items() if k[1] not in parts}
+        self.sessions = {k: v for k, v in self.sessions.items() if v[5] not in parts}
+        for part in parts:
+            self.batches.pop(part, None)
 
     def __len__(self) -> int:
         return len(self.page_views) + len(self.active) + len(self.sessions)
 
     def merge_back(self, newer: PendingRows) -> None:
         """Put an unwritten batch back under anything that arrived after it."""
+        for part, batch in newer.batches.items():
+            self.batches[part] = max(batch, self.batches.get(part, 0))
         for mine, theirs in (
             (self.page_views, newer.page_views),
             (self.active, newer.active),
@@ -105,6 +118,8 @@ class PostgresSink:
         self.database_url = database_url
         self.flush_s = flush_ms / 1000
         self.pending = PendingRows()
+        # partition -> newest merge batch whose rows are all in PostgreSQL
+        self.confirmed: dict[int, int] = {}
         self.pool: asyncpg.Pool | None = None
         self.rows_written = 0
         self.errors = 0
@@ -113,8 +128,13 @@ class PostgresSink:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
-    def add(self, part: int, changes: Changes) -> None:
-        self.pending.add(part, changes)
+    def add(self, part: int, changes: Changes, batch: int) -> None:
+        self.pending.add(part, changes, batch)
+
+    def revoke(self, parts: set[int]) -> None:
+        self.pending.drop_partitions(parts)
+        for part in parts:
+            self.confirmed.pop(part, None)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="postgres-sink")
@@ -178,6 +198,8 @@ class PostgresSink:
             raise
         self.last_latency_s = time.monotonic() - started
         self.rows_written += len(batch)
+        for part, number in batch.batches.items():
+            self.confirmed[part] = max(number, self.confirmed.get(part, 0))
 
     async def _write(self, batch: PendingRows) -> None:
         assert self.pool is not None

@@ -125,11 +125,12 @@ def pipeline_env(bootstrap, fresh_db, unique, tmp_path) -> dict[str, str]:
 def start_worker(pipeline_env, tmp_path):
     workers: list[Worker] = []
 
-    def start(**overrides: str) -> Worker:
+    def start(state: str | None = None, **overrides: str) -> Worker:
+        """A new worker; `state` names its state folder (reuse one to restart a worker)."""
         n = len(workers)
         env = {
             **pipeline_env,
-            "STATE_DIR": str(tmp_path / f"state-{n}"),
+            "STATE_DIR": str(tmp_path / (state or f"state-{n}")),
             "WEB_PORT": str(next_free_port("127.0.0.1", 16066 + 10 * n)),
             **overrides,
         }

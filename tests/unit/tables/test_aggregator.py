@@ -106,8 +106,29 @@ def test_closed_windows_are_dropped_after_the_retention_time():
     assert sorted(d.agg.active) == [T - 3 * MIN, T - 2 * MIN, T - MIN, T]
 
     d.mark(T + 5 * MIN + RETAIN_CLOSED_MS)
-    assert d.agg.active == {}
     assert d.agg.take_changes().dropped_active == {T - 3 * MIN, T - 2 * MIN, T - MIN, T}
+    assert d.agg.active == {}
+
+
+def test_closed_rows_wait_for_the_sink_to_confirm_them():
+    d = Driver()
+    d.agg.confirmed = 0
+    d.agg.batch = 1
+    d.add(T, "u1", kind="session_start")
+    d.add(T + 1_000, "u1", url="/a")
+    d.add(T + 2_000, "u1", kind="session_end")
+    d.mark(T + MIN + RETAIN_CLOSED_MS)
+    changes = d.agg.take_changes()
+    assert changes.dropped_page_views == set()  # final, but PostgreSQL has not said so yet
+    assert d.agg.users["u1"].closed == [[T, T + 2_000, "ended", 1]]
+    assert d.agg.open_rows().sessions[("u1", T)].status == "ended"
+
+    d.agg.batch = 2
+    d.agg.confirmed = 1
+    changes = d.agg.take_changes()
+    assert changes.dropped_page_views == {(T, "/a")}
+    assert d.agg.users["u1"].closed == []
+    assert "u1" in changes.users
 
 
 # -- replay and lateness -------------------------------------------------------

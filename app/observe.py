@@ -1,0 +1,169 @@
+"""What this worker knows about itself: the `/api/stats` payload, also behind `/metrics`.
+
+Only the partitions this worker owns (and counters since it started): the whole
+pipeline's results are in PostgreSQL, and each worker answers for its own share.
+Built from the processors' existing attributes; nothing here changes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from datetime import UTC, datetime
+
+from faust.types import TP
+
+from app.queries import iso
+from tables.watermark import NO_TIME
+
+SCOPE = (
+    "this worker only: the source partitions of the input topic and the user-keyed "
+    "partitions assigned to it, with counters since it started; window and session "
+    "results of the whole pipeline are under /api/page-views, /api/active-users and "
+    "/api/sessions"
+)
+POSITION_TIMEOUT_S = 2.0
+STARTED_WALL = time.time()
+
+
+def time_fields(name: str, ms: int | None) -> dict:
+    """`name` as ISO-8601 and `name_ms` as epoch milliseconds; both None when unknown."""
+    if ms is None or ms == NO_TIME:
+        return {name: None, f"{name}_ms": None}
+    return {name: iso(datetime.fromtimestamp(ms / 1000, UTC)), f"{name}_ms": ms}
+
+
+def worker_identity(settings) -> dict:
+    host = socket.gethostname()
+    return {
+        "id": f"{host}:{settings.web_port}",
+        "host": host,
+        "port": settings.web_port,
+        "bind": f"{settings.web_host}:{settings.web_port}",
+        "app_id": settings.app_id,
+        "pid": os.getpid(),
+        "started_at": iso(datetime.fromtimestamp(STARTED_WALL, UTC)),
+        "uptime_s": round(time.time() - STARTED_WALL, 1),
+    }
+
+
+async def consumer_offsets(consumer, tps: list[TP]) -> dict[TP, tuple[int | None, int | None]]:
+    """(highwater, position) per partition from the worker's consumer; None when unknown."""
+
+    async def position(tp: TP) -> int | None:
+        try:
+            return await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
+        except Exception:  # not assigned (any more), not fetched yet, consumer stopping
+            return None
+
+    positions = await asyncio.gather(*(position(tp) for tp in tps))
+    result = {}
+    for tp, pos in zip(tps, positions, strict=True):
+        try:
+            high = consumer.highwater(tp)
+        except Exception:
+            high = None
+        result[tp] = (high, pos)
+    return result
+
+
+def _lag(high: int | None, pos: int | None) -> int | None:
+    return None if high is None or pos is None else max(0, high - pos)
+
+
+def assignment(consumer) -> set[TP]:
+    try:
+        return set(consumer.assignment())
+    except Exception:  # consumer not started yet
+        return set()
+
+
+async def snapshot(app, settings, stats, ingest, merge, sink) -> dict:
+    """The `/api/stats` document."""
+    consumer = app.consumer
+    assigned = assignment(consumer)
+    source_parts = sorted(tp.partition for tp in assigned if tp.topic == settings.input_topic)
+    user_parts = sorted(tp.partition for tp in assigned if tp.topic == settings.internal_topic)
+    tps = [TP(settings.input_topic, p) for p in source_parts]
+    tps += [TP(settings.internal_topic, p) for p in user_parts]
+    offsets = await consumer_offsets(consumer, tps)
+
+    sources = []
+    for partition in sorted(set(source_parts) | set(stats.partitions)):
+        counted = stats.partitions.get(partition)
+        src = ingest.sources.get(partition)
+        if src is not None:
+            stream_time, watermark = src.clock.stream_time, src.clock.watermark
+        elif counted is not None:
+            stream_time, watermark = counted.stream_time, counted.watermark
+        else:
+            stream_time = watermark = None
+        high, pos = offsets.get(TP(settings.input_topic, partition), (None, None))
+        sources.append(
+            {
+                "partition": partition,
+                "assigned": partition in source_parts,
+                **time_fields("stream_time", stream_time),
+                **time_fields("watermark", watermark),
+                "highwater": high,
+                "position": pos,
+                "consumer_lag": _lag(high, pos),
+                "last_read_offset": None if src is None or src.last_read < 0 else src.last_read,
+                "events": counted.events if counted else 0,
+                "late": counted.late if counted else 0,
+                "dead_letters": counted.dead_letters if counted else 0,
+            }
+        )
+
+    user_partitions = []
+    for partition in sorted(set(user_parts) | set(merge.parts)):
+        agg = merge.parts.get(partition)
+        high, pos = offsets.get(TP(settings.internal_topic, partition), (None, None))
+        entry = {"partition": partition, "assigned": partition in user_parts, "loaded": bool(agg)}
+        entry.update(time_fields("merged_watermark", agg.watermark if agg else None))
+        entry.update(
+            {
+                "open_sessions": (
+                    sum(1 for u in agg.users.values() if u.session is not None) if agg else 0
+                ),
+                "users_in_state": len(agg.users) if agg else 0,
+                "late_at_merge": agg.late_at_merge if agg else 0,
+                "highwater": high,
+                "position": pos,
+                "consumer_lag": _lag(high, pos),
+            }
+        )
+        user_partitions.append(entry)
+
+    totals = dict(stats.totals)
+    totals["records"] = totals["events"] + totals["dead_letters"]
+    totals["skipped_already_in_lake"] = stats.skipped
+    totals["late_at_merge"] = sum(p["late_at_merge"] for p in user_partitions)
+    totals["open_sessions"] = sum(p["open_sessions"] for p in user_partitions)
+    return {
+        "scope": SCOPE,
+        "worker": worker_identity(settings),
+        "rebalancing": bool(getattr(app, "rebalancing", False)),
+        "totals": totals,
+        "dead_letter_reasons": dict(sorted(stats.dead_letter_reasons.items())),
+        "sources": sources,
+        "user_partitions": user_partitions,
+        "sink": {
+            "connected": sink.pool is not None,
+            "rows_written": sink.rows_written,
+            "errors": sink.errors,
+            "last_error": sink.last_error,
+            "last_write_latency_s": sink.last_latency_s,
+            "pending_rows": len(sink.pending),
+        },
+        "lake": {
+            "dir": str(settings.lake_dir),
+            "rows": stats.lake_rows,
+            "errors": stats.lake_errors,
+            "last_error": stats.lake_last_error,
+            "last_flush_s": stats.lake_flush_s,
+            "buffered_rows": ingest.buffer.rows(),
+        },
+    }

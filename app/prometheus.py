@@ -1,0 +1,157 @@
+"""Prometheus text exposition (format 0.0.4) of one `/api/stats` snapshot. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Sample = tuple[dict[str, object], float | int | None]
+
+
+def _escape(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+class Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            if value is None:
+                continue
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            series = f"{name}{{{label_text}}}" if label_text else name
+            self.lines.append(f"{series} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def render(snap: dict) -> str:
+    out = Exposition()
+    worker = snap["worker"]
+    sources = snap["sources"]
+    users = snap["user_partitions"]
+    sink = snap["sink"]
+    lake = snap["lake"]
+
+    def by_source(key: str) -> list[Sample]:
+        return [({"partition": s["partition"]}, s[key]) for s in sources]
+
+    def by_user_partition(key: str) -> list[Sample]:
+        return [({"partition": u["partition"]}, u[key]) for u in users]
+
+    out.add(
+        "worker_info",
+        "gauge",
+        "This worker (the metrics below cover only its partitions).",
+        [({"worker": worker["id"], "app_id": worker["app_id"]}, 1)],
+    )
+    out.add("worker_uptime_seconds", "gauge", "Seconds since start.", [({}, worker["uptime_s"])])
+    out.add(
+        "events_processed_total",
+        "counter",
+        "Valid input events read, late ones included, per source partition.",
+        by_source("events"),
+    )
+    out.add(
+        "late_events_total",
+        "counter",
+        "Events older than their source partition's watermark when read.",
+        by_source("late"),
+    )
+    out.add(
+        "dead_letters_total",
+        "counter",
+        "Bad input records sent to the dead-letter topic, by reason.",
+        [({"reason": r}, n) for r, n in snap["dead_letter_reasons"].items()],
+    )
+    out.add(
+        "records_skipped_total",
+        "counter",
+        "Records skipped after an assignment because the lake already holds them.",
+        [({}, snap["totals"]["skipped_already_in_lake"])],
+    )
+    out.add(
+        "source_stream_time_seconds",
+        "gauge",
+        "Largest event_time read from the source partition (epoch seconds).",
+        [({"partition": s["partition"]}, _seconds(s["stream_time_ms"])) for s in sources],
+    )
+    out.add(
+        "source_watermark_seconds",
+        "gauge",
+        "Stream time minus LATENESS of the source partition (epoch seconds).",
+        [({"partition": s["partition"]}, _seconds(s["watermark_ms"])) for s in sources],
+    )
+    lag = [
+        ({"stage": "source", "partition": s["partition"]}, s["consumer_lag"]) for s in sources
+    ] + [({"stage": "user_keyed", "partition": u["partition"]}, u["consumer_lag"]) for u in users]
+    out.add("consumer_lag", "gauge", "Highwater minus consumer position, in records.", lag)
+    out.add(
+        "merged_watermark_seconds",
+        "gauge",
+        "Watermark of a user-keyed partition, merged over source partitions (epoch seconds).",
+        [({"partition": u["partition"]}, _seconds(u["merged_watermark_ms"])) for u in users],
+    )
+    out.add(
+        "open_sessions",
+        "gauge",
+        "Open sessions held by the user-keyed partition.",
+        by_user_partition("open_sessions"),
+    )
+    out.add(
+        "late_at_merge_total",
+        "counter",
+        "On-time events that reached the user-keyed stage behind its merged watermark.",
+        by_user_partition("late_at_merge"),
+    )
+    out.add(
+        "sink_rows_written_total",
+        "counter",
+        "Rows upserted into PostgreSQL.",
+        [({}, sink["rows_written"])],
+    )
+    out.add(
+        "sink_errors_total",
+        "counter",
+        "Failed PostgreSQL writes (each is retried).",
+        [({}, sink["errors"])],
+    )
+    out.add(
+        "sink_write_latency_seconds",
+        "gauge",
+        "Duration of the last successful PostgreSQL batch write.",
+        [({}, sink["last_write_latency_s"])],
+    )
+    out.add(
+        "sink_pending_rows",
+        "gauge",
+        "Rows waiting for the next PostgreSQL write.",
+        [({}, sink["pending_rows"])],
+    )
+    out.add("lake_rows_total", "counter", "Rows written to the Parquet lake.", [({}, lake["rows"])])
+    out.add("lake_errors_total", "counter", "Failed lake writes (retried).", [({}, lake["errors"])])
+    out.add(
+        "lake_buffered_rows",
+        "gauge",
+        "Rows waiting for the next lake flush.",
+        [({}, lake["buffered_rows"])],
+    )
+    return out.text()

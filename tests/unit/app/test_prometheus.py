@@ -1,0 +1,85 @@
+"""Prometheus text rendering of a `/api/stats` snapshot (no broker needed)."""
+
+from __future__ import annotations
+
+import re
+
+from app.prometheus import render
+
+SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+-]+$")
+
+
+def snapshot(**overrides) -> dict:
+    snap = {
+        "worker": {"id": "host:6066", "app_id": "activity-pipeline", "uptime_s": 12.5},
+        "totals": {"skipped_already_in_lake": 3},
+        "dead_letter_reasons": {"invalid_json": 2, 'we"ird\\reason\n': 1},
+        "sources": [
+            {
+                "partition": 0,
+                "events": 10,
+                "late": 1,
+                "stream_time_ms": 1_700_000_000_123,
+                "watermark_ms": 1_699_999_880_123,
+                "consumer_lag": 4,
+            },
+            {
+                "partition": 1,
+                "events": 0,
+                "late": 0,
+                "stream_time_ms": None,
+                "watermark_ms": None,
+                "consumer_lag": None,
+            },
+        ],
+        "user_partitions": [
+            {
+                "partition": 0,
+                "merged_watermark_ms": 1_699_999_880_000,
+                "open_sessions": 7,
+                "late_at_merge": 0,
+                "consumer_lag": 0,
+            }
+        ],
+        "sink": {
+            "rows_written": 100,
+            "errors": 1,
+            "last_write_latency_s": 0.0125,
+            "pending_rows": 0,
+        },
+        "lake": {"rows": 10, "errors": 0, "buffered_rows": 2},
+    }
+    snap.update(overrides)
+    return snap
+
+
+def test_every_sample_line_is_valid_and_typed() -> None:
+    text = render(snapshot())
+    assert text.endswith("\n")
+    typed = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+        elif not line.startswith("# "):
+            assert SAMPLE.match(line), line
+            assert line.split("{")[0].split(" ")[0] in typed, line
+
+
+def test_counters_and_gauges() -> None:
+    text = render(snapshot())
+    assert "# TYPE events_processed_total counter" in text
+    assert 'events_processed_total{partition="0"} 10' in text
+    assert 'late_events_total{partition="0"} 1' in text
+    assert 'dead_letters_total{reason="invalid_json"} 2' in text
+    assert 'source_watermark_seconds{partition="0"} 1699999880.123' in text
+    assert 'consumer_lag{stage="source",partition="0"} 4' in text
+    assert 'open_sessions{partition="0"} 7' in text
+    assert "sink_write_latency_seconds 0.0125" in text
+    assert "records_skipped_total 3" in text
+
+
+def test_unknown_values_are_left_out_and_labels_escaped() -> None:
+    text = render(snapshot())
+    assert 'source_watermark_seconds{partition="1"}' not in text
+    assert 'consumer_lag{stage="source",partition="1"}' not in text
+    assert 'dead_letters_total{reason="we\\"ird\\\\reason\\n"} 1' in text
