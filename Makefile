@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# make up: event time runs 10x faster than wall time (starting in the past), so windows
+# close and sessions time out within seconds on a laptop demo. Override at will.
+PRODUCER_ARGS ?= --rate 300 --users 500 --speed 10
 STAMP  := $(VENV)/.installed
 
-.PHONY: up infra down test test-unit test-all lint format venv clean
+.PHONY: up infra down test test-unit test-all lint format venv clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +38,10 @@ test-unit: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## benchmark on the local stack (BENCH_ARGS="--events 100000" for a quick one)
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

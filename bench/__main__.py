@@ -18,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -102,6 +103,18 @@ async def end_offsets(bootstrap: str, topic: str) -> dict:
         await consumer.stop()
 
 
+async def scratch_database(database_url: str, name: str, drop: bool = False) -> str:
+    """A database of the benchmark's own, so it never touches stream_data's rows."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return database_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 async def pipeline(bootstrap: str, database_url: str, topic: str, n: int, work: Path) -> dict:
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     env = {
@@ -166,9 +179,12 @@ async def main_async(args: argparse.Namespace) -> dict:
             "ceiling_events_per_s_median": round(statistics.median(ceilings)),
             "ceiling_runs": [round(c) for c in ceilings],
         }
-        result["pipeline"] = await pipeline(
-            info.bootstrap, info.database_url, topic, args.events, work
-        )
+        db_name = topic.replace("-", "_")
+        db_url = await scratch_database(info.database_url, db_name)
+        try:
+            result["pipeline"] = await pipeline(info.bootstrap, db_url, topic, args.events, work)
+        finally:
+            await scratch_database(info.database_url, db_name, drop=True)
         result["ratio_pipeline_to_ceiling"] = round(
             result["pipeline"]["events_per_s"] / result["ceiling_events_per_s_median"], 3
         )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
 from devstack import stack
-from devstack.process import StackError, read_pid, spawn, stop_pid, tail
+from devstack.process import StackError, read_pid, say, spawn, stop_pid, tail
 
 APPS = {
     "worker": [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
@@ -22,7 +23,7 @@ def _app_pidfile(name: str):
 
 def cmd_infra(_: argparse.Namespace) -> None:
     info = stack.up()
-    print("# the local stack is up; use it with:")
+    say("# the local stack is up; use it with:")
     print(info.exports())
 
 
@@ -42,18 +43,20 @@ def cmd_up(args: argparse.Namespace) -> None:
                 _app_pidfile(name),
                 env=env,
             )
-            print(f"{name}: started, log {logs / f'{name}.log'}", flush=True)
+            say(f"{name}: started, log {logs / f'{name}.log'}")
     print(info.exports())
-    print("Ctrl-C stops the worker and producer (`make down` stops everything).", flush=True)
+    say("Ctrl-C stops the worker and producer (`make down` stops everything).")
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         while True:
             time.sleep(5)
             for name in APPS:
                 if read_pid(_app_pidfile(name)) is None:
-                    print(
-                        f"{name} has stopped; last lines of its log:\n{tail(logs / f'{name}.log')}",
-                        flush=True,
-                    )
+                    say(f"{name} has stopped; last lines of its log:\n{tail(logs / f'{name}.log')}")
                     if name == "worker":
                         raise SystemExit(1)
     except KeyboardInterrupt:
@@ -89,16 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("infra", help="start (or reuse) Kafka and PostgreSQL").set_defaults(
         func=cmd_infra
     )
-    up = sub.add_parser("up", help="infra, then a worker and the producer until Ctrl-C")
-    up.add_argument(
-        "producer_args", nargs=argparse.REMAINDER, help="arguments passed to `python -m producer`"
+    up = sub.add_parser(
+        "up",
+        help="infra, then a worker and the producer until Ctrl-C; other options go to "
+        "`python -m producer`",
     )
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop what infra/up started").set_defaults(func=cmd_down)
     sub.add_parser("env", help="print the export lines of the running stack").set_defaults(
         func=cmd_env
     )
-    args = parser.parse_args(argv)
+    # `up` passes every option it does not know to `python -m producer`
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "up":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.producer_args = extra
     try:
         args.func(args)
     except StackError as exc:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import probes
-from devstack.process import StackError, read_pid, require, spawn, stop_pid, tail, wait_until
+from devstack.process import StackError, read_pid, require, say, spawn, stop_pid, tail, wait_until
 
 POM = Path(__file__).with_name("pom.xml")
 JAVA_HINT = "Install a JDK 17+ (Debian: `apt-get install openjdk-17-jre-headless`)."
@@ -68,7 +68,7 @@ class KafkaBroker:
         cached = self.home / f"classpath-{digest}.txt"
         if cached.exists() and all(Path(p).exists() for p in cached.read_text().split(":")):
             return cached.read_text().strip()
-        print("kafka: resolving broker jars from Maven Central (first run only)...", flush=True)
+        say("kafka: resolving broker jars from Maven Central (first run only)...")
         started = time.monotonic()
         result = subprocess.run(
             [
@@ -88,7 +88,7 @@ class KafkaBroker:
                 "mvn could not resolve the Kafka jars (is Maven Central reachable?):\n"
                 + (result.stdout + result.stderr)[-3000:]
             )
-        print(f"kafka: jars resolved in {time.monotonic() - started:.1f}s", flush=True)
+        say(f"kafka: jars resolved in {time.monotonic() - started:.1f}s")
         return cached.read_text().strip()
 
     def start(self, deadline_s: float = 90.0) -> None:
@@ -149,10 +149,7 @@ class KafkaBroker:
             return
         # A KRaft log is formatted for one controller address; a changed port needs a new one.
         if data.exists():
-            print(
-                f"kafka: ports changed ({' '.join(previous)} -> {layout}); new empty log dir",
-                flush=True,
-            )
+            say(f"kafka: ports changed ({' '.join(previous)} -> {layout}); new empty log dir")
             subprocess.run(["rm", "-rf", str(data)], check=True)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         fmt = subprocess.run(
@@ -194,7 +191,7 @@ class KafkaBroker:
                 f"Last lines of {self.log}:\n{tail(self.log)}\n"
                 f"Last lines of {self.home / 'stdout.log'}:\n{tail(self.home / 'stdout.log')}"
             )
-        print(f"kafka: ready on {self.bootstrap} in {time.monotonic() - started:.1f}s", flush=True)
+        say(f"kafka: ready on {self.bootstrap} in {time.monotonic() - started:.1f}s")
 
     def stop(self) -> bool:
         pid = self.running_pid()

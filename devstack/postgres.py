@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from devstack import probes
-from devstack.process import StackError, tail, wait_until
+from devstack.process import StackError, say, tail, wait_until
 
 PG_HINT = "Install the PostgreSQL server (Debian: `apt-get install postgresql`)."
 
@@ -171,10 +171,7 @@ class PostgresServer:
                 f"{tail(self.log)}"
             )
         self.provision(bindir)
-        print(
-            f"postgres: ready on {self.host}:{self.port} in {time.monotonic() - started:.1f}s",
-            flush=True,
-        )
+        say(f"postgres: ready on {self.host}:{self.port} in {time.monotonic() - started:.1f}s")
 
     def provision(self, bindir: Path) -> None:
         user, password, db = self.credentials

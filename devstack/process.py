@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,11 @@ from pathlib import Path
 
 class StackError(Exception):
     """Something the launcher cannot fix by itself; the message says what to do."""
+
+
+def say(message: str) -> None:
+    """Progress for people, on stderr: stdout carries only the export lines."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def require(program: str, install_hint: str) -> str:

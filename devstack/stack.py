@@ -10,7 +10,7 @@ from pathlib import Path
 from devstack import probes
 from devstack.kafka import KafkaBroker
 from devstack.postgres import PostgresServer, find_bindir
-from devstack.process import StackError
+from devstack.process import StackError, say
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOTSTRAP = "localhost:9092"
@@ -69,7 +69,7 @@ def _choose_port(
             f"Stop it (`ss -ltnp 'sport = :{port}'` shows which) or set {variable} to a free port."
         )
     free = probes.next_free_port("127.0.0.1", port + 1)
-    print(f"{service}: port {port} is taken by another program; using {free}", flush=True)
+    say(f"{service}: port {port} is taken by another program; using {free}")
     return free, False
 
 
@@ -90,7 +90,7 @@ def ensure_kafka() -> str:
         is_it=probes.is_kafka,
     )
     if running:
-        print(f"kafka: using the broker already running at {host}:{port}", flush=True)
+        say(f"kafka: using the broker already running at {host}:{port}")
         return setting or f"{host}:{port}"
     broker.port = port
     broker.start()
@@ -134,7 +134,7 @@ def ensure_postgres() -> str:
                 "user, password or database. Create them there, or point DATABASE_URL at "
                 "another port and the launcher will start its own server."
             )
-        print(f"postgres: using the server already running at {host}:{port}", flush=True)
+        say(f"postgres: using the server already running at {host}:{port}")
         return url
     server.port = port
     server.start()

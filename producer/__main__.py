@@ -44,7 +44,9 @@ async def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     topic = args.topic or settings.input_topic
     duration_s = parse_duration_ms("--duration", args.duration) / 1000 if args.duration else None
-    planned_s = duration_s or (args.count / args.rate if args.count else 3600.0)
+    # A bounded run fits its whole simulated span in the past; an endless one starts
+    # 20 simulated minutes back and is held at wall time once it catches up.
+    planned_s = duration_s or (args.count / args.rate if args.count else 1200.0 / args.speed)
     now_ms = int(time.time() * 1000)
     span_ms = planned_s * 1000 * args.speed
     start_ms = now_ms - int(span_ms) if args.speed > 1 else now_ms
@@ -66,6 +68,7 @@ async def run(args: argparse.Namespace) -> int:
     last_progress = began
     try:
         for item in sim:
+            sim.clock = min(sim.clock, time.time() * 1000)  # never ahead of wall time
             if args.count is not None and sent >= args.count:
                 break
             elapsed = time.monotonic() - began
