@@ -9,7 +9,7 @@ from faust.types import TP
 from app.faust_app import app, dlq_topic, enriched_topic, input_topic, settings
 from app.runtime import ingest
 
-BATCH = 2_000
+BATCH = 5_000
 MARK_INTERVAL_S = 0.25
 
 

@@ -29,6 +29,8 @@ class BatchStore:
         self._tombstones: dict[int, list[bytes]] = {}
         # keys left by a half-written batch: rewritten with their committed value next time
         self._repairs: dict[int, dict[str, Any]] = {}
+        # committed value of every key as JSON, so a write needs no read of the old value
+        self._committed: dict[int, dict[bytes, bytes]] = {}
 
     @staticmethod
     def _key(partition: int, name: str) -> bytes:
@@ -42,6 +44,7 @@ class BatchStore:
         self.seq[partition] = committed_seq
         values: dict[str, Any] = {}
         repairs: dict[str, Any] = {}
+        committed_json: dict[bytes, bytes] = {}
         for key, raw in self.table.items():
             if not key.startswith(prefix):
                 continue
@@ -54,7 +57,9 @@ class BatchStore:
                 repairs[name] = value
             if value is not _DELETED:
                 values[name] = value
+                committed_json[key] = orjson.dumps(value)
         self._repairs[partition] = repairs
+        self._committed[partition] = committed_json
         return commit, values
 
     def write(self, partition: int, event, changes: Mapping[str, Any], commit: Any) -> None:
@@ -76,18 +81,20 @@ class BatchStore:
                 if key in table:
                     del table[key]
             deleted = []
+            known = self._committed.setdefault(partition, {})
             for name, new in changes.items():
                 key = self._key(partition, name)
-                raw = table.get(key)
-                old = _DELETED
-                if raw is not None:
-                    prev_seq, prev_new, prev_old = orjson.loads(raw)
-                    old = prev_new if prev_seq <= committed else prev_old
+                old = known.get(key)
                 if new is _DELETED:
-                    if raw is None:
+                    if old is None:
                         continue
                     deleted.append(key)
-                table[key] = orjson.dumps([seq, new, old])
+                    del known[key]
+                    table[key] = b"[%d,null,%b]" % (seq, old)
+                    continue
+                new_json = orjson.dumps(new)
+                known[key] = new_json
+                table[key] = b"[%d,%b,%b]" % (seq, new_json, old or b"null")
             table[self._key(partition, COMMIT)] = orjson.dumps(
                 [seq, commit], option=orjson.OPT_NON_STR_KEYS
             )
@@ -101,3 +108,4 @@ class BatchStore:
         self.seq.pop(partition, None)
         self._tombstones.pop(partition, None)
         self._repairs.pop(partition, None)
+        self._committed.pop(partition, None)

@@ -58,15 +58,22 @@ class BatchSender:
         # mark overtaking the events it covers would make them late downstream.
         self._send_lock = asyncio.Lock()
 
-    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+    async def add(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list | None = None,
+    ) -> None:
         batch = self.batches.get((topic, partition))
         if batch is None:
             batch = self.batches[(topic, partition)] = self.producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
+        if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
             del self.batches[(topic, partition)]
             async with self._send_lock:
                 await self._send(topic, partition, batch)
-            await self.add(topic, partition, key, value)
+            await self.add(topic, partition, key, value, headers)
 
     async def _send(self, topic: str, partition: int, batch) -> None:
         self.inflight.append(await self.producer.send_batch(batch, topic, partition=partition))
@@ -110,6 +117,7 @@ class IngestProcessor:
         self._dlq_logged: dict[str, float] = {}
         self.producer: AIOKafkaProducer | None = None
         self.sender: BatchSender | None = None
+        self.dlq_partitions = 1
         self.enriched_partition: KeyPartitioner | None = None
         self.user_partition = KeyPartitioner(settings.partitions)
         # handle() and send_marks() never interleave: a mark is computed only between batches.
@@ -118,6 +126,8 @@ class IngestProcessor:
 
     async def start(self, **kafka_options) -> None:
         """Own producer: records go out as whole batches per partition, not one by one."""
+        from app.settings import kafka_client_options  # TLS/SASL as for Faust's clients
+
         async with self._start_lock:
             if self.sender is not None:
                 return
@@ -128,11 +138,12 @@ class IngestProcessor:
                 max_batch_size=1 << 20,
                 max_request_size=8 << 20,
                 enable_idempotence=True,
-                **kafka_options,
+                **{**kafka_client_options(self.settings), **kafka_options},
             )
             await producer.start()
             partitions = await producer.partitions_for(self.settings.enriched_topic)
             self.enriched_partition = KeyPartitioner(len(partitions))
+            self.dlq_partitions = len(await producer.partitions_for(self.settings.dlq_topic))
             self.producer = producer
             self.sender = BatchSender(producer)
 
@@ -237,7 +248,15 @@ class IngestProcessor:
             ("source_partition", str(msg.partition).encode()),
             ("source_offset", str(msg.offset).encode()),
         ]
-        await self.producer.send(self.settings.dlq_topic, msg.key, msg.value, None, None, headers)
+        # Through the batch sender: a record with neither key nor value is legal here
+        # (send() refuses it), and flush() waits for its delivery before acking it.
+        await self.sender.add(
+            self.settings.dlq_topic,
+            msg.partition % self.dlq_partitions,
+            msg.key,
+            msg.value,
+            headers,
+        )
         self.stats.on_dead_letter(msg.partition, exc.reason)
         now = time.monotonic()
         if now - self._dlq_logged.get(exc.reason, -1e9) >= 60:

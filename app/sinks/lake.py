@@ -9,6 +9,7 @@ file's metadata also carries the source clock so lateness is judged the same.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import defaultdict
@@ -38,6 +39,7 @@ SCHEMA = pa.schema(
 _KNOWN = frozenset({"event_time", "user_id", "event_type", "page_url", "event_id"})
 _NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)\.parquet$")
 _DAY_MS = 86_400_000
+log = logging.getLogger(__name__)
 _EPOCH = date(1970, 1, 1)
 
 
@@ -73,7 +75,8 @@ class LakeBuffer:
         cols["event_type"].append(event.event_type)
         cols["page_url"].append(event.page_url)
         cols["event_id"].append(_event_id(fields.get("event_id")))
-        extra = {k: v for k, v in fields.items() if k not in _KNOWN} if len(fields) > 5 else None
+        has_extra = not fields.keys() <= _KNOWN
+        extra = {k: v for k, v in fields.items() if k not in _KNOWN} if has_extra else None
         cols["extra"].append(orjson.dumps(extra).decode() if extra else None)
         cols["kafka_partition"].append(partition)
         cols["kafka_offset"].append(offset)
@@ -94,10 +97,17 @@ def write_partition(
     """Write one partition's buffered rows, one file per event_date. Blocking: run in a thread."""
     table = pa.table(buf.columns, schema=SCHEMA)
     name = f"part-{partition:04d}-{buf.first_offset:012d}-{buf.last_offset:012d}.parquet"
-    table = table.replace_schema_metadata({b"source_stream_time": str(stream_time).encode()})
     rows_by_day: dict[int, list[int]] = defaultdict(list)
     for i, t in enumerate(buf.columns["event_time"]):
         rows_by_day[t // _DAY_MS].append(i)
+    # every file of one flush says how many there are: resume_point() ignores a flush
+    # that a crash left with only some of its dates renamed into place
+    table = table.replace_schema_metadata(
+        {
+            b"source_stream_time": str(stream_time).encode(),
+            b"flush_files": str(len(rows_by_day)).encode(),
+        }
+    )
     written = []
     for day, rows in sorted(rows_by_day.items()):
         part = table if len(rows_by_day) == 1 else table.take(pa.array(rows))
@@ -112,22 +122,35 @@ def write_partition(
 
 
 def resume_point(lake_dir: Path, partition: int) -> tuple[int, int | None]:
-    """(highest offset of this source partition in the lake or -1, its source stream time)."""
-    best, best_path = -1, None
-    prefix = f"part-{partition:04d}-"
+    """(highest offset of this source partition in the lake or -1, its source stream time).
+
+    A flush whose files did not all reach the lake (a crash between two renames) is
+    removed: its offsets are read and written again.
+    """
     if not lake_dir.exists():
         return -1, None
+    prefix = f"part-{partition:04d}-"
+    flushes: dict[str, list[str]] = defaultdict(list)
     for folder in lake_dir.glob("event_date=*"):
         for entry in os.scandir(folder):
-            if entry.name.startswith(prefix):
-                match = _NAME.match(entry.name)
-                if match and int(match.group(3)) > best:
-                    best, best_path = int(match.group(3)), entry.path
-    if best_path is None:
-        return -1, None
-    meta = pq.read_schema(best_path).metadata or {}
-    stream_time = meta.get(b"source_stream_time")
-    return best, int(stream_time) if stream_time else None
+            if entry.name.startswith(prefix) and _NAME.match(entry.name):
+                flushes[entry.name].append(entry.path)
+    for name in sorted(flushes, key=lambda n: int(_NAME.match(n).group(3)), reverse=True):
+        paths = flushes[name]
+        meta = pq.read_schema(paths[0]).metadata or {}
+        if len(paths) < int(meta.get(b"flush_files", b"1")):
+            log.warning(
+                "lake: removing incomplete flush %s (%d of %s files)",
+                name,
+                len(paths),
+                meta[b"flush_files"].decode(),
+            )
+            for path in paths:
+                os.unlink(path)
+            continue
+        stream_time = meta.get(b"source_stream_time")
+        return int(_NAME.match(name).group(3)), int(stream_time) if stream_time else None
+    return -1, None
 
 
 def clean_temporaries(lake_dir: Path) -> int:
