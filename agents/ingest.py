@@ -20,9 +20,7 @@ async def ingest_agent(stream):
 
 
 def _assigned_sources() -> list[int]:
-    return sorted(
-        tp.partition for tp in app.consumer.assignment() if tp.topic == settings.input_topic
-    )
+    return sorted(ingest.owned or ())
 
 
 @app.timer(MARK_INTERVAL_S)
@@ -43,6 +41,11 @@ async def send_watermarks() -> None:
 @app.on_partitions_revoked.connect
 async def on_revoked(sender, revoked, **kwargs) -> None:
     await ingest.revoke({tp.partition for tp in revoked if tp.topic == settings.input_topic})
+
+
+@app.on_partitions_assigned.connect
+async def on_assigned(sender, assigned, **kwargs) -> None:
+    ingest.assign({tp.partition for tp in assigned if tp.topic == settings.input_topic})
 
 
 @app.task

@@ -28,3 +28,8 @@ async def stop_postgres_sink(sender, **kwargs) -> None:
 @app.on_partitions_revoked.connect
 async def on_revoked(sender, revoked, **kwargs) -> None:
     merge.revoke({tp.partition for tp in revoked if tp.topic == settings.internal_topic})
+
+
+@app.on_partitions_assigned.connect
+async def on_assigned(sender, assigned, **kwargs) -> None:
+    merge.assign({tp.partition for tp in assigned if tp.topic == settings.internal_topic})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import faust
 
-from app.settings import get_settings
+from app.settings import faust_broker_credentials, get_settings
 
 settings = get_settings()
 Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
@@ -14,6 +14,8 @@ Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
 app = faust.App(
     settings.app_id,
     broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+    # KAFKA_SECURITY_PROTOCOL and friends (docs/security.md); None for PLAINTEXT.
+    broker_credentials=faust_broker_credentials(settings),
     store="rocksdb://",
     datadir=settings.state_dir,
     topic_partitions=settings.partitions,
@@ -38,6 +40,9 @@ app = faust.App(
     # A killed worker's partitions wait this long before others take them over.
     broker_session_timeout=10.0,
     broker_heartbeat_interval=2.0,
+    # On shutdown Faust would wait for every record read to be acknowledged, but the
+    # source stage acknowledges only after its lake flush, which runs at shutdown.
+    stream_wait_empty=False,
 )
 
 input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes, allow_empty=True)

@@ -103,9 +103,11 @@ class Source:
 
 
 class IngestProcessor:
-    def __init__(self, settings: Settings, consumer, stats: Stats, owned=None) -> None:
+    def __init__(self, settings: Settings, consumer, stats: Stats) -> None:
         self.settings = settings
-        self.owned = owned or (lambda: None)  # see MergeProcessor.owned
+        # source partitions this worker owns, as of the last rebalance signal (see
+        # MergeProcessor.owned); None until the first assignment
+        self.owned: set[int] | None = None
         self.consumer = consumer
         self.stats = stats
         self.lake_dir = Path(settings.lake_dir)
@@ -138,6 +140,10 @@ class IngestProcessor:
                 max_batch_size=1 << 20,
                 max_request_size=8 << 20,
                 enable_idempotence=True,
+                # Ride out a broker outage like Faust's own producer (its default
+                # producer_request_timeout is 20 min): with aiokafka's 40 s a batch expires
+                # while the broker is away and the failed flush crashes the worker.
+                request_timeout_ms=1_200_000,
                 **{**kafka_client_options(self.settings), **kafka_options},
             )
             await producer.start()
@@ -165,8 +171,12 @@ class IngestProcessor:
                 log.info("ingest: partition %d resumes after lake offset %d", partition, last)
         return src
 
+    def assign(self, partitions: set[int]) -> None:
+        self.owned = set(partitions)
+
     async def revoke(self, partitions: set[int]) -> None:
         """Drop what revoked partitions buffered; their new owner re-reads it."""
+        self.owned = set()  # until the next assignment nothing is ours
         async with self.process_lock, self.flush_lock:
             for partition in partitions:
                 self.sources.pop(partition, None)
@@ -192,7 +202,7 @@ class IngestProcessor:
         enriched_topic = settings.enriched_topic
         enriched_partition = self.enriched_partition
         forward: dict[int, list] = {}
-        owned = self.owned()
+        owned = self.owned
         for event in events:
             msg = event.message
             partition, offset = msg.partition, msg.offset

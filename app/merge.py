@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class MergeProcessor:
-    def __init__(self, settings, state_table, sink, owned=None) -> None:
+    def __init__(self, settings, state_table, sink) -> None:
         self.settings = settings
-        # partitions this worker owns now; a batch taken before a rebalance may still
-        # hold records of partitions that have moved to another worker
-        self.owned = owned or (lambda: None)
+        # Partitions this worker owns, as of the last rebalance signal: a batch taken
+        # before a rebalance may still hold records of partitions that have moved, and
+        # between revocation and assignment nothing is ours.
+        self.owned: set[int] | None = None
         self.store = BatchStore(state_table)
         self.sink = sink
         self.parts: dict[int, PartitionAggregator] = {}
@@ -37,7 +38,11 @@ class MergeProcessor:
 
     # -- partitions ----------------------------------------------------------
 
+    def assign(self, partitions: set[int]) -> None:
+        self.owned = set(partitions)
+
     def revoke(self, partitions: set[int]) -> None:
+        self.owned = set()
         self.sink.revoke(partitions)
         for partition in partitions:
             self.parts.pop(partition, None)
@@ -101,7 +106,7 @@ class MergeProcessor:
         by_partition: dict[int, list] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
-        owned = self.owned()
+        owned = self.owned
         for partition, part_events in by_partition.items():
             if owned is not None and partition not in owned:
                 log.info(

@@ -35,6 +35,13 @@ def time_fields(name: str, ms: int | None) -> dict:
     return {name: iso(datetime.fromtimestamp(ms / 1000, UTC)), f"{name}_ms": ms}
 
 
+def epoch_fields(name: str, seconds: float | None) -> dict:
+    """`name` as ISO-8601 and `name_s` as wall-clock epoch seconds; both None when unset."""
+    if seconds is None:
+        return {name: None, f"{name}_s": None}
+    return {name: iso(datetime.fromtimestamp(seconds, UTC)), f"{name}_s": round(seconds, 3)}
+
+
 def worker_identity(settings) -> dict:
     host = socket.gethostname()
     return {
@@ -151,15 +158,22 @@ async def snapshot(app, settings, stats, ingest, merge, sink) -> dict:
         "sources": sources,
         "user_partitions": user_partitions,
         "sink": {
+            "target": getattr(sink, "target", None),  # DATABASE_URL, password masked
             "connected": sink.pool is not None,
+            "ok": sink.pool is not None and not getattr(sink, "consecutive_errors", 0),
             "rows_written": sink.rows_written,
             "errors": sink.errors,
+            "consecutive_errors": getattr(sink, "consecutive_errors", 0),
+            **epoch_fields("failing_since", getattr(sink, "failing_since", None)),
+            **epoch_fields("last_error_at", getattr(sink, "last_error_at", None)),
+            **epoch_fields("last_success_at", getattr(sink, "last_success_at", None)),
             "last_error": sink.last_error,
             "last_write_latency_s": sink.last_latency_s,
             "pending_rows": len(sink.pending),
         },
         "lake": {
             "dir": str(settings.lake_dir),
+            "ok": stats.lake_last_error is None,
             "rows": stats.lake_rows,
             "errors": stats.lake_errors,
             "last_error": stats.lake_last_error,

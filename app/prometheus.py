@@ -135,6 +135,24 @@ def render(snap: dict) -> str:
         [({}, sink["errors"])],
     )
     out.add(
+        "sink_up",
+        "gauge",
+        "1 while PostgreSQL is connected and the last write attempt succeeded, else 0.",
+        [({}, sink.get("ok"))],
+    )
+    out.add(
+        "sink_consecutive_errors",
+        "gauge",
+        "Failed PostgreSQL writes since the last success (0 when healthy).",
+        [({}, sink.get("consecutive_errors"))],
+    )
+    out.add(
+        "sink_failing_since_seconds",
+        "gauge",
+        "Start of the current PostgreSQL outage (epoch seconds); absent when healthy.",
+        [({}, sink.get("failing_since_s"))],
+    )
+    out.add(
         "sink_write_latency_seconds",
         "gauge",
         "Duration of the last successful PostgreSQL batch write.",
@@ -148,6 +166,12 @@ def render(snap: dict) -> str:
     )
     out.add("lake_rows_total", "counter", "Rows written to the Parquet lake.", [({}, lake["rows"])])
     out.add("lake_errors_total", "counter", "Failed lake writes (retried).", [({}, lake["errors"])])
+    out.add(
+        "lake_up",
+        "gauge",
+        "1 when the last lake write succeeded (or none failed yet), 0 while it is failing.",
+        [({}, lake.get("ok"))],
+    )
     out.add(
         "lake_buffered_rows",
         "gauge",

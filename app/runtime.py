@@ -11,18 +11,9 @@ from app.stats import Stats
 stats = Stats()
 
 
-def owned_partitions(topic: str):
-    def owned() -> set[int]:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
-
-    return owned
-
-
 postgres_sink = PostgresSink(settings.database_url, settings.sink_flush_ms)
-ingest = IngestProcessor(settings, app.consumer, stats, owned_partitions(settings.input_topic))
-merge = MergeProcessor(
-    settings, state_table, postgres_sink, owned_partitions(settings.internal_topic)
-)
+ingest = IngestProcessor(settings, app.consumer, stats)
+merge = MergeProcessor(settings, state_table, postgres_sink)
 
 # Table changelog writes go through Faust's producer buffer (100 by default, then it
 # logs "buffer full" and waits); one batch writes thousands of keys.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from dotenv import load_dotenv
 
@@ -24,13 +26,41 @@ def parse_duration_ms(name: str, text: str) -> int:
     return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)(^|[?&;])(password|sslpassword)=[^&;#]*")
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for logs."""
+    """The URL with its password (user info or a `password=` parameter) as ***, for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    masked = parts
+    if parts.password is not None:
+        masked = masked._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    if parts.query:
+        masked = masked._replace(query=_QUERY_PASSWORD.sub(r"\1\2=***", parts.query))
+    return url if masked == parts else urlunsplit(masked)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The passwords a URL carries (user info or `password=`), as written and decoded."""
+    parts = urlsplit(url)
+    found = []
+    if parts.password:
+        found += [parts.password, unquote(parts.password)]
+    found += [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
+    return tuple(dict.fromkeys(found))
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with every non-empty secret replaced by ***: error messages may quote them."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SECRET_FIELDS = frozenset({"kafka_sasl_password"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +83,70 @@ class Settings:
     lake_flush_rows: int = 100_000
     lake_flush_ms: int = 10_000
     sink_flush_ms: int = 500
+    # Transport security (docs/security.md). PLAINTEXT needs none of the rest.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    database_ssl_rootcert: str | None = None
+
+    def __post_init__(self) -> None:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_PROTOCOLS:
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(KAFKA_PROTOCOLS)}"
+            )
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigError(
+                f"KAFKA_SASL_MECHANISM={mechanism!r} is not one of "
+                f"{', '.join(KAFKA_SASL_MECHANISMS)}"
+            )
+        if protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name, value in (
+                    ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                    ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigError(
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}"
+                )
+        if not protocol.endswith("SSL"):
+            files = [
+                name
+                for name, value in (
+                    ("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
+                    ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
+                    ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile),
+                )
+                if value
+            ]
+            if files:
+                # Refuse rather than silently talk plaintext to someone who set up TLS.
+                raise ConfigError(
+                    f"{', '.join(files)} set but KAFKA_SECURITY_PROTOCOL={protocol}; "
+                    "use SSL or SASL_SSL"
+                )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ConfigError("KAFKA_SSL_KEYFILE set without KAFKA_SSL_CERTFILE")
+
+    def __repr__(self) -> str:
+        """Secrets masked: a logged or printed Settings must not leak them."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "database_url":
+                value = mask_url(value)
+            elif f.name in _SECRET_FIELDS and value:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def internal_topic(self) -> str:
@@ -78,9 +172,84 @@ class Settings:
                     values[f.name] = int(raw)
                 except ValueError as exc:
                     raise ConfigError(f"{name}={raw!r} is not a whole number") from exc
+            elif f.name in ("kafka_security_protocol", "kafka_sasl_mechanism"):
+                values[f.name] = raw.strip().upper()
             else:
                 values[f.name] = raw
         return cls(**values)
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for Kafka clients, None for PLAINTEXT and SASL_PLAINTEXT.
+
+    Always verifies the broker's certificate and host name: against KAFKA_SSL_CAFILE,
+    else the system CAs. KAFKA_SSL_CERTFILE/KEYFILE add a client certificate (mTLS).
+    """
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    return create_ssl_context(
+        cafile=settings.kafka_ssl_cafile,
+        certfile=settings.kafka_ssl_certfile,
+        keyfile=settings.kafka_ssl_keyfile,
+    )
+
+
+def kafka_client_options(
+    settings: Settings, ssl_context: ssl.SSLContext | None = None
+) -> dict[str, Any]:
+    """Security keyword arguments for an aiokafka client (producer, consumer, admin).
+
+    The same values Faust derives from `faust_broker_credentials` for its own clients.
+    Pass `ssl_context` to reuse one context; otherwise one is built from the settings.
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.endswith("SSL"):
+        options["ssl_context"] = ssl_context or kafka_ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options
+
+
+def faust_broker_credentials(settings: Settings, ssl_context: ssl.SSLContext | None = None):
+    """`faust.App(broker_credentials=...)`: None for PLAINTEXT, else SSL or SASL credentials."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    import faust
+
+    if protocol.endswith("SSL"):
+        ssl_context = ssl_context or kafka_ssl_context(settings)
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=ssl_context if protocol == "SASL_SSL" else None,
+    )
+
+
+def database_dsn(database_url: str, ssl_rootcert: str | None = None) -> str:
+    """DATABASE_URL for asyncpg, with DATABASE_SSL_ROOTCERT as its `sslrootcert`.
+
+    The URL's own `sslmode` (disable, prefer, require, verify-ca, verify-full) is kept;
+    with a root certificate and no `sslmode`, the server is verified (verify-full).
+    """
+    if not ssl_rootcert:
+        return database_url
+    parts = urlsplit(database_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    keys = {k.lower() for k, _ in query}
+    if "sslrootcert" not in keys:
+        query.append(("sslrootcert", ssl_rootcert))
+    if "sslmode" not in keys:
+        query.append(("sslmode", "verify-full"))
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
 
 
 @lru_cache(maxsize=1)

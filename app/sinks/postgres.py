@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
-from app.settings import mask_url
+from app.settings import database_dsn, get_settings, mask_url, redact, url_secrets
 from tables.aggregator import Changes
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,20 @@ class PendingRows:
             mine.update(merged)
 
 
+_FROM_SETTINGS = object()
+
+
 class PostgresSink:
-    def __init__(self, database_url: str, flush_ms: int = 500) -> None:
+    def __init__(
+        self, database_url: str, flush_ms: int = 500, ssl_rootcert: object = _FROM_SETTINGS
+    ) -> None:
         self.database_url = database_url
+        # Only the masked form is ever logged or shown; error texts are redacted too.
+        self.target = mask_url(database_url)
+        self._secrets = url_secrets(database_url)
+        if ssl_rootcert is _FROM_SETTINGS:  # app/runtime.py does not pass it (yet)
+            ssl_rootcert = get_settings().database_ssl_rootcert
+        self.ssl_rootcert: str | None = ssl_rootcert  # type: ignore[assignment]
         self.flush_s = flush_ms / 1000
         self.pending = PendingRows()
         # partition -> newest merge batch whose rows are all in PostgreSQL
@@ -125,6 +136,11 @@ class PostgresSink:
         self.errors = 0
         self.last_error: str | None = None
         self.last_latency_s = 0.0
+        # Outage state for /api/stats, /api/health and /metrics (wall-clock epoch seconds).
+        self.consecutive_errors = 0
+        self.failing_since: float | None = None
+        self.last_error_at: float | None = None
+        self.last_success_at: float | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
@@ -146,21 +162,56 @@ class PostgresSink:
             if self.pending and self.pool is not None:
                 await asyncio.wait_for(self.flush(), timeout=10)
         except Exception as exc:  # shutting down: say so, the state replays on restart
-            log.warning("postgres: final flush failed: %s", exc)
+            log.warning("postgres: final flush failed: %s", redact(str(exc), *self._secrets))
         if self.pool is not None:
             await self.pool.close()
 
+    def connect_options(self) -> dict:
+        """Keyword arguments for asyncpg.create_pool (TLS from DATABASE_URL's sslmode)."""
+        return {
+            "dsn": database_dsn(self.database_url, self.ssl_rootcert),
+            "min_size": 1,
+            "max_size": 2,
+            "command_timeout": 30,
+        }
+
     async def connect(self) -> None:
-        self.pool = await asyncpg.create_pool(
-            self.database_url, min_size=1, max_size=2, command_timeout=30
-        )
-        async with self.pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-            try:
-                await conn.execute(DDL.read_text())
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
-        log.info("postgres: connected to %s, tables ready", mask_url(self.database_url))
+        pool = await asyncpg.create_pool(**self.connect_options())
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+                try:
+                    await conn.execute(DDL.read_text())
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        except BaseException:
+            pool.terminate()  # the server may be gone: do not wait for a graceful close
+            raise
+        self.pool = pool
+        self._succeeded()
+        log.info("postgres: connected to %s, tables ready", self.target)
+
+    def _succeeded(self) -> None:
+        now = time.time()
+        if self.failing_since is not None:
+            log.warning(
+                "postgres: %s reachable again after %.1fs and %d failed attempts",
+                self.target,
+                now - self.failing_since,
+                self.consecutive_errors,
+            )
+        self.consecutive_errors = 0
+        self.failing_since = None
+        self.last_success_at = now
+
+    def _failed(self, exc: BaseException) -> None:
+        now = time.time()
+        self.errors += 1
+        self.consecutive_errors += 1
+        self.last_error_at = now
+        if self.failing_since is None:
+            self.failing_since = now
+        self.last_error = redact(f"{type(exc).__name__}: {exc}", *self._secrets)
 
     async def _run(self) -> None:
         backoff = 0.5
@@ -174,10 +225,10 @@ class PostgresSink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._failed(exc)
                 log.warning(
-                    "postgres: write failed (%s); retrying in %.1fs, %d rows kept",
+                    "postgres: write to %s failed (%s); retrying in %.1fs, %d rows kept",
+                    self.target,
                     self.last_error,
                     backoff,
                     len(self.pending),
@@ -198,6 +249,7 @@ class PostgresSink:
             raise
         self.last_latency_s = time.monotonic() - started
         self.rows_written += len(batch)
+        self._succeeded()
         for part, number in batch.batches.items():
             self.confirmed[part] = max(number, self.confirmed.get(part, 0))
 

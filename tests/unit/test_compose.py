@@ -187,3 +187,33 @@ def test_env_example_values_are_the_defaults() -> None:
     """Every value in .env.example parses to the dataclass default."""
     listed = _env_example()
     assert Settings.from_env(listed) == Settings()
+
+
+def test_env_example_holds_no_secrets() -> None:
+    """Secret settings are listed empty; the only password is the documented dev default."""
+    listed = _env_example()
+    for name, value in listed.items():
+        if "PASSWORD" in name or name.endswith(("_KEYFILE", "_USERNAME")):
+            assert value == "", f".env.example: {name} must be empty (set it in .env)"
+    assert listed["DATABASE_URL"] == Settings().database_url
+    assert listed["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert ".env" in ignored, ".env holds secrets: git must ignore it"
+    assert ".env" in (ROOT / ".dockerignore").read_text().split(), "keep .env out of images"
+
+
+def test_scaled_workers_share_the_lake_and_nothing_else(compose: dict, services: dict) -> None:
+    """`docker compose up --scale worker=3` (README): replicas differ only by container."""
+    worker = services["worker"]
+    assert "hostname" not in worker, "a fixed hostname gives replicas the same worker id"
+    mounts = [str(v) for v in worker.get("volumes", [])]
+    assert mounts == ["lake:/data/lake"], "only the lake is shared; state stays per container"
+    env = _environment(worker)
+    assert "APP_ID" in env, "replicas must share one consumer group"
+    # The image owns /data, so a fresh named volume on /data/lake is writable by its user.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    owned = r"mkdir -p /data/lake /data/state\s*\\\s*&& chown -R app:app /data"
+    assert re.search(owned, dockerfile)
+    assert re.search(r"^USER app$", dockerfile, re.M)
+    check = " ".join(str(part) for part in worker["healthcheck"]["test"])
+    assert "127.0.0.1:6066" in check, "the healthcheck must work without a host port"

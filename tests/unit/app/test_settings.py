@@ -1,9 +1,27 @@
-"""Settings from the environment (SPEC section 7)."""
+"""Settings from the environment (SPEC section 7), transport security and secrets."""
+
+import ast
+import asyncio
+import re
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from app.errors import ConfigError
-from app.settings import Settings, mask_url, parse_duration_ms
+from app.settings import (
+    Settings,
+    database_dsn,
+    faust_broker_credentials,
+    kafka_client_options,
+    kafka_ssl_context,
+    mask_url,
+    parse_duration_ms,
+    redact,
+    url_secrets,
+)
 
 
 def test_empty_environment_gives_the_documented_defaults():
@@ -80,3 +98,316 @@ def test_mask_url_hides_a_password_containing_at_and_colon():
 )
 def test_mask_url_leaves_urls_without_a_password_alone(url):
     assert mask_url(url) == url
+
+
+# -- transport security (docs/security.md) ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[3]
+SASL = {
+    "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "KAFKA_SASL_USERNAME": "pipeline",
+    "KAFKA_SASL_PASSWORD": "kafka-s3cret",
+}
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> dict[str, str]:
+    """A self-signed certificate and its key (as CA file and as client certificate)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("certs")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=kafka.test",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return {"cafile": str(cert), "certfile": str(cert), "keyfile": str(key)}
+
+
+def test_security_defaults_are_plaintext_without_credentials():
+    s = Settings.from_env({})
+    assert s.kafka_security_protocol == "PLAINTEXT"
+    assert s.kafka_sasl_mechanism == "PLAIN"
+    assert s.kafka_sasl_username is s.kafka_sasl_password is None
+    assert s.kafka_ssl_cafile is s.kafka_ssl_certfile is s.kafka_ssl_keyfile is None
+    assert s.database_ssl_rootcert is None
+    assert kafka_client_options(s) == {"security_protocol": "PLAINTEXT"}
+    assert kafka_ssl_context(s) is None
+    assert faust_broker_credentials(s) is None
+    assert database_dsn(s.database_url, s.database_ssl_rootcert) == s.database_url
+
+
+def test_security_settings_are_read_and_normalised():
+    s = Settings.from_env(
+        {
+            **SASL,
+            "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "KAFKA_SASL_MECHANISM": "scram-sha-512",
+            "KAFKA_SSL_CAFILE": "/etc/kafka/ca.pem",
+            "KAFKA_SSL_CERTFILE": "/etc/kafka/client.pem",
+            "KAFKA_SSL_KEYFILE": "/etc/kafka/client.key",
+            "DATABASE_SSL_ROOTCERT": "/etc/pg/root.crt",
+        }
+    )
+    assert (s.kafka_security_protocol, s.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert (s.kafka_sasl_username, s.kafka_sasl_password) == ("pipeline", "kafka-s3cret")
+    assert s.kafka_ssl_cafile == "/etc/kafka/ca.pem"
+    assert s.kafka_ssl_certfile == "/etc/kafka/client.pem"
+    assert s.kafka_ssl_keyfile == "/etc/kafka/client.key"
+    assert s.database_ssl_rootcert == "/etc/pg/root.crt"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
+        ({**SASL, "KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"),
+        ({**SASL, "KAFKA_SASL_PASSWORD": ""}, "KAFKA_SASL_PASSWORD"),
+        ({"KAFKA_SSL_CAFILE": "/ca.pem"}, "KAFKA_SSL_CAFILE set but KAFKA_SECURITY_PROTOCOL"),
+        ({**SASL, "KAFKA_SSL_CERTFILE": "/c.pem"}, "use SSL or SASL_SSL"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_KEYFILE": "/k.pem"},
+            "KAFKA_SSL_KEYFILE set without KAFKA_SSL_CERTFILE",
+        ),
+    ],
+)
+def test_inconsistent_security_settings_are_config_errors(environ, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env(environ)
+
+
+def test_sasl_plaintext_maps_to_aiokafka_and_faust_alike():
+    import faust
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    s = Settings.from_env(SASL)
+    options = kafka_client_options(s)
+    assert options == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "pipeline",
+        "sasl_plain_password": "kafka-s3cret",
+    }
+    credentials = faust_broker_credentials(s)
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert "kafka-s3cret" not in repr(credentials)
+    assert credentials_to_aiokafka_auth(credentials) == {**options, "ssl_context": None}
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_scram_mechanisms_pass_through(mechanism):
+    s = Settings.from_env({**SASL, "KAFKA_SASL_MECHANISM": mechanism})
+    assert kafka_client_options(s)["sasl_mechanism"] == mechanism
+    assert faust_broker_credentials(s).mechanism.value == mechanism
+
+
+def test_ssl_builds_a_verifying_context_from_the_files(certs):
+    import faust
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    s = Settings.from_env(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "SSL",
+            "KAFKA_SSL_CAFILE": certs["cafile"],
+            "KAFKA_SSL_CERTFILE": certs["certfile"],
+            "KAFKA_SSL_KEYFILE": certs["keyfile"],
+        }
+    )
+    context = kafka_ssl_context(s)
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert any(c.get("subject") == ((("commonName", "kafka.test"),),) for c in
+               context.get_ca_certs())  # fmt: skip
+    options = kafka_client_options(s, ssl_context=context)
+    assert options == {"security_protocol": "SSL", "ssl_context": context}
+    credentials = faust_broker_credentials(s, ssl_context=context)
+    assert isinstance(credentials, faust.SSLCredentials)
+    assert credentials_to_aiokafka_auth(credentials) == options
+
+
+def test_sasl_ssl_carries_both(certs):
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    s = Settings.from_env(
+        {**SASL, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SSL_CAFILE": certs["cafile"]}
+    )
+    context = kafka_ssl_context(s)
+    options = kafka_client_options(s, ssl_context=context)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["ssl_context"] is context
+    assert options["sasl_plain_password"] == "kafka-s3cret"
+    credentials = faust_broker_credentials(s, ssl_context=context)
+    assert credentials_to_aiokafka_auth(credentials) == options
+
+
+def test_ssl_without_a_cafile_verifies_against_the_system_cas():
+    context = kafka_ssl_context(Settings(kafka_security_protocol="SSL"))
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_a_missing_certificate_file_fails_at_startup():
+    s = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile="/nonexistent/ca.pem")
+    with pytest.raises(OSError):
+        kafka_ssl_context(s)
+
+
+def test_ingest_producer_gets_the_security_options(monkeypatch):
+    """IngestProcessor.start() hands the same options to its own AIOKafkaProducer."""
+    import app.ingest
+
+    created = {}
+
+    class FakeProducer:
+        def __init__(self, **kwargs):
+            created.update(kwargs)
+
+        async def start(self):
+            pass
+
+        async def partitions_for(self, topic):
+            return {0, 1, 2, 3}
+
+    monkeypatch.setattr(app.ingest, "AIOKafkaProducer", FakeProducer)
+    processor = object.__new__(app.ingest.IngestProcessor)  # constructor-independent
+    processor.settings = Settings.from_env(SASL)
+    processor.sender = None
+    processor._start_lock = asyncio.Lock()
+    asyncio.run(processor.start())
+    assert created["security_protocol"] == "SASL_PLAINTEXT"
+    assert created["sasl_mechanism"] == "PLAIN"
+    assert created["sasl_plain_username"] == "pipeline"
+    assert created["sasl_plain_password"] == "kafka-s3cret"
+    assert created["enable_idempotence"] is True and created["acks"] == "all"
+    # A broker outage longer than aiokafka's default 40 s must not expire its batches.
+    assert created["request_timeout_ms"] >= 600_000
+
+
+def test_database_dsn_adds_the_root_certificate_and_keeps_sslmode():
+    url = "postgresql://u:pw@db.example:5432/stream_data"
+    assert database_dsn(url, "/etc/pg/root.crt") == (
+        url + "?sslrootcert=/etc/pg/root.crt&sslmode=verify-full"
+    )
+    kept = database_dsn(url + "?sslmode=verify-ca", "/etc/pg/root.crt")
+    assert kept == url + "?sslmode=verify-ca&sslrootcert=/etc/pg/root.crt"
+    assert database_dsn(url + "?sslmode=require", None) == url + "?sslmode=require"
+
+
+def test_postgres_sink_passes_tls_options_to_asyncpg():
+    from app.sinks.postgres import PostgresSink
+
+    url = "postgresql://u:pw@db.example:5432/stream_data?sslmode=require"
+    plain = PostgresSink(url, ssl_rootcert=None).connect_options()
+    assert plain["dsn"] == url
+    verified = PostgresSink(url, ssl_rootcert="/etc/pg/root.crt").connect_options()
+    assert verified["dsn"] == url + "&sslrootcert=/etc/pg/root.crt"
+
+
+# -- secrets never shown ----------------------------------------------------------------
+
+
+def test_mask_url_hides_a_password_parameter():
+    masked = mask_url("postgresql://db/x?user=u&password=s3cret&sslmode=require")
+    assert "s3cret" not in masked
+    assert masked == "postgresql://db/x?user=u&password=***&sslmode=require"
+
+
+def test_url_secrets_and_redact():
+    url = "postgresql://u:p%40ss@db/x?password=other"
+    assert set(url_secrets(url)) == {"p%40ss", "p@ss", "other"}
+    text = "could not connect with p@ss (p%40ss) or other"
+    assert redact(text, *url_secrets(url)) == "could not connect with *** (***) or ***"
+    assert url_secrets("postgresql://u@db/x") == ()
+
+
+def test_settings_repr_masks_secrets():
+    s = Settings.from_env({**SASL, "DATABASE_URL": "postgresql://u:db-s3cret@db/x"})
+    shown = repr(s)
+    assert "db-s3cret" not in shown and "kafka-s3cret" not in shown
+    assert "postgresql://u:***@db/x" in shown and "kafka_sasl_password='***'" in shown
+    assert "kafka_sasl_username='pipeline'" in shown
+
+
+def test_postgres_sink_shows_and_logs_only_the_masked_url():
+    from app.sinks.postgres import PostgresSink
+
+    sink = PostgresSink("postgresql://u:db-s3cret@db:5432/x", ssl_rootcert=None)
+    assert sink.target == "postgresql://u:***@db:5432/x"
+    sink._failed(OSError("auth as u:db-s3cret@db failed"))
+    assert sink.last_error == "OSError: auth as u:***@db failed"
+    assert (sink.errors, sink.consecutive_errors) == (1, 1) and sink.failing_since
+    sink._succeeded()
+    assert sink.consecutive_errors == 0 and sink.failing_since is None
+    assert sink.errors == 1 and sink.last_success_at
+
+
+# -- SQL only with parameters ---------------------------------------------------------------
+
+SQL_WORD = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|WHERE|VALUES|FROM|INTO|SET|JOIN)\b")
+EXECUTES = {"execute", "executemany", "fetch", "fetchval", "fetchrow", "copy_records_to_table"}
+
+
+def _sql_problems(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    problems = []
+    for node in ast.walk(tree):
+        where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.JoinedStr):  # an f-string that reads as SQL
+            text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+            if SQL_WORD.search(text):
+                problems.append(f"{where}: f-string SQL")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "format"
+            and isinstance(node.func.value, ast.Constant)
+            and SQL_WORD.search(str(node.func.value.value))
+        ):
+            problems.append(f"{where}: str.format SQL")
+        elif (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, (ast.Mod, ast.Add))
+            and any(
+                isinstance(side, ast.Constant)
+                and isinstance(side.value, str)
+                and SQL_WORD.search(side.value)
+                for side in (node.left, node.right)
+            )
+        ):
+            problems.append(f"{where}: SQL built with % or +")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in EXECUTES
+            and node.args
+            and not isinstance(node.args[0], (ast.Name, ast.Constant, ast.Attribute))
+            and not (  # the DDL file, read as is
+                isinstance(node.args[0], ast.Call)
+                and isinstance(node.args[0].func, ast.Attribute)
+                and node.args[0].func.attr == "read_text"
+            )
+        ):
+            problems.append(f"{where}: {node.func.attr}() with computed SQL")
+    return problems
+
+
+@pytest.mark.parametrize("relative", ["app/sinks/postgres.py", "app/queries.py"])
+def test_sql_is_constant_text_with_parameters(relative):
+    assert _sql_problems(ROOT / relative) == []
+
+
+def test_the_sql_check_catches_interpolation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "async def f(conn, user):\n"
+        "    await conn.fetch(f\"SELECT * FROM t WHERE u = '{user}'\")\n"
+        "    await conn.execute(\"DELETE FROM t WHERE u = '%s'\" % user)\n"
+        "    await conn.fetchval('SELECT {}'.format(user))\n"
+        "    await conn.fetchrow('SELECT * FROM t WHERE u = ' + user)\n"
+    )
+    assert len(_sql_problems(bad)) >= 4
