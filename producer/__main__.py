@@ -11,7 +11,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.events import iso_utc
-from app.settings import Settings, parse_duration_ms
+from app.settings import Settings, kafka_client_options, parse_duration_ms
 from producer.simulator import Simulator
 
 
@@ -60,7 +60,10 @@ async def run(args: argparse.Namespace) -> int:
         bad_ratio=args.bad_ratio,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5, acks="all"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        linger_ms=5,
+        acks="all",
+        **kafka_client_options(settings),
     )
     await producer.start()
     sent = late = bad = 0

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from tests.integration import scenario
+from tests.integration.checks import read_rows
 from tests.integration.conftest import wait_for
 
 PARTITIONS = 4
@@ -129,41 +129,10 @@ async def produce(bootstrap: str, topic: str, sends: list[list], pace_s: float =
         await producer.stop()
 
 
-def _ms(value: datetime | None) -> int | None:
-    return None if value is None else round(value.timestamp() * 1000)
-
-
-async def read_results(url: str) -> scenario.Expected | None:
-    """The three result tables as scenario.Expected, straight from PostgreSQL."""
-    try:
-        conn = await asyncpg.connect(url)
-    except (OSError, asyncpg.PostgresError):
-        return None
-    try:
-        pv = await conn.fetch("SELECT window_start, page_url, view_count FROM page_view_counts")
-        au = await conn.fetch("SELECT window_start, active_user_count FROM active_users")
-        ss = await conn.fetch(
-            "SELECT user_id, session_start_time, session_end_time, status FROM user_sessions"
-        )
-    except asyncpg.UndefinedTableError:
-        return None
-    finally:
-        await conn.close()
-    return scenario.Expected(
-        page_views={(_ms(r["window_start"]), r["page_url"]): r["view_count"] for r in pv},
-        active_users={_ms(r["window_start"]): r["active_user_count"] for r in au},
-        sessions={
-            (r["user_id"], _ms(r["session_start_time"])): (_ms(r["session_end_time"]), r["status"])
-            for r in ss
-        },
-        late=0,
-    )
-
-
 async def converge(worker, url: str, expected: scenario.Expected) -> scenario.Expected:
     async def check():
         assert worker.alive(), f"worker died:\n{worker.tail()}"
-        got = await read_results(url)
+        got = await read_rows(url)
         if got is None:
             return "no tables yet"
         for name in ("page_views", "active_users", "sessions"):
