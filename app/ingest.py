@@ -209,8 +209,16 @@ class IngestProcessor:
             if owned is not None and partition not in owned:
                 continue
             src = self.source(partition)
-            if offset <= src.skip_through:
+            if offset <= src.skip_through:  # already in the lake
                 self.stats.skipped += 1
+                continue
+            if offset <= src.last_read:
+                # Delivered again (Faust seeks to the committed offset after a
+                # rebalance) while this owner still buffers the first copy: skip it, but
+                # hold its ack too, or the commit would run ahead of the lake.
+                self.stats.skipped += 1
+                msg.incref()
+                self.held.setdefault(partition, []).append(msg)
                 continue
             src.last_read = offset
             src.last_event_wall = wall

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devstack import stack
-from devstack.probes import next_free_port
+from devstack.probes import port_free
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,19 +122,43 @@ def pipeline_env(bootstrap, fresh_db, unique, tmp_path) -> dict[str, str]:
     }
 
 
+_handed_out: set[int] = set()
+
+
+def random_free_port(low: int = 20000, high: int = 32000, tries: int = 200) -> int:
+    """A free port picked at random, so concurrent test sessions rarely collide.
+
+    A fixed base plus a scan (16066 + 10*n) made every session try the same ports
+    first; two sessions starting workers together would both find one free and race.
+    Ports handed out earlier in this process are skipped as well.
+    """
+    rng = random.SystemRandom()
+    for _ in range(tries):
+        port = rng.randint(low, high)
+        if port not in _handed_out and port_free("127.0.0.1", port):
+            _handed_out.add(port)
+            return port
+    raise OSError(f"no free port on 127.0.0.1 in {low}..{high} after {tries} tries")
+
+
 @pytest.fixture
 def start_worker(pipeline_env, tmp_path):
     workers: list[Worker] = []
 
     def start(state: str | None = None, **overrides: str) -> Worker:
-        """A new worker; `state` names its state folder (reuse one to restart a worker)."""
+        """A new worker; `state` names its state folder (reuse one to restart a worker).
+
+        Its web server gets a random free port in 20000-32000 unless `WEB_PORT` is
+        passed as an override.
+        """
         n = len(workers)
         env = {
             **pipeline_env,
             "STATE_DIR": str(tmp_path / (state or f"state-{n}")),
-            "WEB_PORT": str(next_free_port("127.0.0.1", 16066 + 10 * n)),
             **overrides,
         }
+        if "WEB_PORT" not in overrides:
+            env["WEB_PORT"] = str(random_free_port())
         worker = Worker(env, tmp_path / f"worker-{n}.log").start()
         workers.append(worker)
         return worker
