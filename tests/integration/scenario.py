@@ -8,6 +8,7 @@ shares no code with app/ or tables/.
 from __future__ import annotations
 
 import random
+import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -96,6 +97,23 @@ def build(
         closer_t = start_ms + span_ms + 12 * MIN + p
         seq.append(Sent(closer_t, f"closer-{p}", "page_view", "/closer", p))
     return per_partition
+
+
+def in_the_past(
+    seed: int, users: int, partitions: int, keyed: bool, hours_ago: int = 4, offset_ms: int = 7
+) -> tuple[list[list[Sent]], Expected, int]:
+    """A 40-minute scenario starting `hours_ago` back: (events per partition, expected
+    rows, number of events)."""
+    start_ms = (int(time.time() * 1000) - hours_ago * 3_600_000) // 1000 * 1000 + offset_ms
+    per_partition = build(
+        seed=seed,
+        users=users,
+        partitions=partitions,
+        start_ms=start_ms,
+        span_ms=40 * MIN,
+        keyed=keyed,
+    )
+    return per_partition, expect(per_partition), sum(len(s) for s in per_partition)
 
 
 @dataclass

@@ -6,8 +6,6 @@ live stream: all must give exactly the same rows (SPEC section 2).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.integration import scenario
@@ -25,17 +23,9 @@ PARTITIONS = 4
 async def test_rows_equal_independent_expectation(
     keyed, backlog, workers, bootstrap, pipeline_env, start_worker
 ):
-    start_ms = (int(time.time() * 1000) - 3 * 3_600_000) // 1000 * 1000 + 123
-    per_partition = scenario.build(
-        seed=11,
-        users=250,
-        partitions=PARTITIONS,
-        start_ms=start_ms,
-        span_ms=40 * scenario.MIN,
-        keyed=keyed,
+    per_partition, expected, total = scenario.in_the_past(
+        seed=11, users=250, partitions=PARTITIONS, keyed=keyed, hours_ago=3, offset_ms=123
     )
-    expected = scenario.expect(per_partition)
-    total = sum(len(s) for s in per_partition)
     assert total > 3000 and expected.late > 50
     assert {s for _, s in expected.sessions.values()} == {"active", "ended", "timed_out"}
 

@@ -92,17 +92,9 @@ async def test_workers_join_and_leave_while_events_flow(
     bootstrap, pipeline_env, start_worker, tmp_path
 ):
     t_start = time.monotonic()
-    start_ms = (int(time.time() * 1000) - 4 * 3_600_000) // 1000 * 1000 + 7
-    per_partition = scenario.build(
-        seed=11,
-        users=600,
-        partitions=PARTITIONS,
-        start_ms=start_ms,
-        span_ms=40 * scenario.MIN,
-        keyed=False,
+    per_partition, expected, total = scenario.in_the_past(
+        seed=11, users=600, partitions=PARTITIONS, keyed=False
     )
-    expected = scenario.expect(per_partition)
-    total = sum(len(s) for s in per_partition)
     pace_s = PRODUCE_S / max(1, total // 200)
 
     topic = pipeline_env["INPUT_TOPIC"]
