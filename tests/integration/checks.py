@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 
 import asyncpg
 import orjson
@@ -148,3 +149,15 @@ def lake_offsets(lake_dir) -> list[tuple[int, int]]:
     return list(
         zip(table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True)
     )
+
+
+async def lake_when_complete(lake_dir, total: int) -> Counter:
+    """Wait until the lake holds `total` distinct offsets; count each offset's rows."""
+    from tests.integration.conftest import wait_for
+
+    async def complete():
+        got = set(lake_offsets(lake_dir))
+        return True if len(got) == total else f"{len(got)}/{total} offsets"
+
+    await wait_for(complete, timeout=120, interval=2, what="every offset in the lake")
+    return Counter(lake_offsets(lake_dir))

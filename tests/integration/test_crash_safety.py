@@ -12,13 +12,18 @@ import asyncio
 import random
 import signal
 import time
-from collections import Counter
 
 import orjson
 import pytest
 
 from tests.integration import scenario
-from tests.integration.checks import diff, lake_offsets, produce, read_rows, read_topic
+from tests.integration.checks import (
+    diff,
+    lake_when_complete,
+    produce,
+    read_rows,
+    read_topic,
+)
 from tests.integration.conftest import create_topic, wait_for
 
 PARTITIONS = 4
@@ -60,14 +65,7 @@ async def test_sigkill_three_times_loses_and_double_counts_nothing(
 
     await wait_for(rows_converged, timeout=300, interval=3, what="rows after 3 SIGKILLs")
 
-    lake_dir = pipeline_env["LAKE_DIR"]
-
-    async def lake_complete():
-        got = lake_offsets(lake_dir)
-        return True if len(set(got)) == total else f"{len(set(got))}/{total} offsets"
-
-    await wait_for(lake_complete, timeout=120, interval=2, what="every offset in the lake")
-    in_lake = Counter(lake_offsets(lake_dir))
+    in_lake = await lake_when_complete(pipeline_env["LAKE_DIR"], total)
     assert max(in_lake.values()) == 1, "an offset is in the lake twice"
     assert {p for p, _ in in_lake} == set(range(PARTITIONS))
 
