@@ -105,6 +105,9 @@ class PartitionAggregator:
         user = self.users.get(user_id)
         if user is None:
             user = self.users[user_id] = UserState()
+            # pruned earlier in this batch and back again: persist the new state, or the
+            # deletion would be written after it (app/merge.py) and a restore lose it
+            self.changes.dropped_users.discard(user_id)
         minute = tumbling_start(t_ms, MINUTE_MS)
         if minute not in user.minutes:
             for start in new_window_starts_for_minute(minute, user.minutes):

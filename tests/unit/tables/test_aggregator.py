@@ -335,6 +335,22 @@ def test_users_with_nothing_left_are_dropped_once_the_watermark_moves_on():
     assert changes.sessions == {("u2", T): SessionRow("u2", T, T, TIMED_OUT)}
 
 
+def test_a_user_dropped_and_back_in_the_same_batch_is_kept_not_deleted():
+    d = Driver()
+    d.add(T, "u1")
+    d.agg.take_changes()
+    d.mark(T + 20 * MIN)  # u1 has nothing left: dropped
+    d.add(T + 21 * MIN, "u1", "session_start")  # and back before the batch is taken
+    changes = d.agg.take_changes()
+    assert "u1" in d.agg.users
+    assert changes.users == {"u1"}
+    assert "u1" not in changes.dropped_users
+    # what app/merge.py persists for it: the new state, not a deletion
+    from app.merge import MergeProcessor
+
+    assert MergeProcessor._serialise(d.agg, changes)["u|u1"] is not None
+
+
 # -- brute force ---------------------------------------------------------------
 
 
