@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import faust
+import mode.loop
 
 from app.settings import faust_broker_credentials, get_settings
 
+
+def _default_to_uvloop() -> None:
+    """Run the worker on uvloop unless `-L`/`FAUST_LOOP` says otherwise.
+
+    `faust worker` defaults to asyncio's own loop; on uvloop Faust's per-record path
+    carries about a quarter more records per second here (README, Performance). Only
+    under the faust CLI, before it creates its loop: an importer such as pytest keeps
+    its own.
+    """
+    if "faust.cli.faust" in sys.modules and not os.environ.get("FAUST_LOOP"):
+        mode.loop.use("uvloop")
+
+
+_default_to_uvloop()
 settings = get_settings()
 Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
 

@@ -20,6 +20,7 @@ from aiokafka.partitioner import murmur2
 
 from app.errors import BadEvent
 from app.events import decode, iso_utc
+from app.read_order import GAP_SEEKS, ReadOrder, Verdict
 from app.settings import Settings
 from app.sinks import lake
 from app.stats import Stats
@@ -97,9 +98,12 @@ class Source:
     """One assigned source partition."""
 
     clock: SourceClock
-    skip_through: int  # offsets up to here are already in the lake and downstream
-    last_read: int = -1
+    order: ReadOrder
     last_event_wall: float = field(default_factory=time.monotonic)
+
+    @property
+    def last_read(self) -> int:
+        return self.order.last_read
 
 
 class IngestProcessor:
@@ -114,6 +118,8 @@ class IngestProcessor:
         self.sources: dict[int, Source] = {}
         self.buffer = lake.LakeBuffer()
         self.held: dict[int, list] = {}
+        # records past a hole in a partition's offsets, held until the re-read reaches them
+        self.ahead: dict[int, list] = {}
         self.flush_lock = asyncio.Lock()
         self.last_flush = time.monotonic()
         self._dlq_logged: dict[str, float] = {}
@@ -133,19 +139,21 @@ class IngestProcessor:
         async with self._start_lock:
             if self.sender is not None:
                 return
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                acks="all",
-                linger_ms=5,
-                max_batch_size=1 << 20,
-                max_request_size=8 << 20,
-                enable_idempotence=True,
+            options = {
+                "bootstrap_servers": self.settings.kafka_bootstrap_servers,
+                "acks": "all",
+                "linger_ms": 5,
+                "max_batch_size": 1 << 20,
+                "max_request_size": 8 << 20,
+                "enable_idempotence": True,
                 # Ride out a broker outage like Faust's own producer (its default
                 # producer_request_timeout is 20 min): with aiokafka's 40 s a batch expires
                 # while the broker is away and the failed flush crashes the worker.
-                request_timeout_ms=1_200_000,
-                **{**kafka_client_options(self.settings), **kafka_options},
-            )
+                "request_timeout_ms": 1_200_000,
+                **kafka_client_options(self.settings),
+                **kafka_options,
+            }
+            producer = AIOKafkaProducer(**options)
             await producer.start()
             partitions = await producer.partitions_for(self.settings.enriched_topic)
             self.enriched_partition = KeyPartitioner(len(partitions))
@@ -166,7 +174,7 @@ class IngestProcessor:
             clock = SourceClock(self.settings.lateness_ms)
             if stream_time is not None:
                 clock.stream_time = stream_time
-            src = self.sources[partition] = Source(clock, skip_through=last, last_read=last)
+            src = self.sources[partition] = Source(clock, ReadOrder(last, last))
             if last >= 0:
                 log.info("ingest: partition %d resumes after lake offset %d", partition, last)
         return src
@@ -182,6 +190,7 @@ class IngestProcessor:
                 self.sources.pop(partition, None)
                 self.buffer.partitions.pop(partition, None)
                 self.held.pop(partition, None)
+                self.ahead.pop(partition, None)
 
     # -- records -------------------------------------------------------------
 
@@ -209,18 +218,10 @@ class IngestProcessor:
             if owned is not None and partition not in owned:
                 continue
             src = self.source(partition)
-            if offset <= src.skip_through:  # already in the lake
-                self.stats.skipped += 1
+            verdict = src.order.classify(offset, wall)
+            if verdict is not Verdict.NEW and await self._not_next(msg, src, verdict):
                 continue
-            if offset <= src.last_read:
-                # Delivered again (Faust seeks to the committed offset after a
-                # rebalance) while this owner still buffers the first copy: skip it, but
-                # hold its ack too, or the commit would run ahead of the lake.
-                self.stats.skipped += 1
-                msg.incref()
-                self.held.setdefault(partition, []).append(msg)
-                continue
-            src.last_read = offset
+            src.order.read(offset)
             src.last_event_wall = wall
             msg.incref()
             self.held.setdefault(partition, []).append(msg)
@@ -257,6 +258,47 @@ class IngestProcessor:
         for target, records in forward.items():
             await sender.add(settings.internal_topic, target, None, orjson.dumps([EVENTS, records]))
         await sender.send_all()
+
+    async def _not_next(self, msg, src: Source, verdict: Verdict) -> bool:
+        """Deal with a record that is not the next offset; True if it is skipped."""
+        partition, offset = msg.partition, msg.offset
+        if verdict is Verdict.IN_LAKE:
+            self.stats.skipped += 1
+            return True
+        if verdict is Verdict.AGAIN:
+            # Delivered again (Faust seeks to the committed offset after a rebalance)
+            # while this owner still buffers the first copy: skip it, but hold its ack
+            # too, or the commit would run ahead of the lake.
+            self.stats.skipped += 1
+            msg.incref()
+            self.held.setdefault(partition, []).append(msg)
+            return True
+        if verdict is Verdict.GAP_ACCEPTED:
+            log.warning(
+                "ingest: partition %d offsets %d..%d are not in the topic after %d re-reads "
+                "(transaction markers or compaction); going on from %d",
+                partition,
+                src.order.expected,
+                offset - 1,
+                GAP_SEEKS,
+                offset,
+            )
+            return False
+        # SEEK or AHEAD: past a hole; held (not acknowledged) until the re-read passes it
+        self.stats.skipped += 1
+        msg.incref()
+        self.ahead.setdefault(partition, []).append(msg)
+        if verdict is Verdict.SEEK:
+            self.stats.rereads += 1
+            log.warning(
+                "ingest: partition %d jumped from offset %d to %d; re-reading from %d",
+                partition,
+                src.order.last_read,
+                offset,
+                src.order.expected,
+            )
+            await self.consumer.seek_wait({msg.tp: src.order.expected})
+        return True
 
     async def _dead_letter(self, msg, exc: BadEvent) -> None:
         headers = [
@@ -303,6 +345,7 @@ class IngestProcessor:
         async with self.flush_lock:
             async with self.process_lock:
                 buffers = self.buffer.take()
+                self._release_ahead()
                 held, self.held = self.held, {}
                 clocks = {
                     p: self.sources[p].clock.stream_time for p in buffers if p in self.sources
@@ -334,6 +377,18 @@ class IngestProcessor:
             for messages in held.values():
                 for msg in messages:
                     msg.ack(self.consumer)
+
+    def _release_ahead(self) -> None:
+        """Records held past a hole that the re-read has since processed: their data is
+        in the buffer this flush writes, so they may be acknowledged with it."""
+        for partition, messages in list(self.ahead.items()):
+            src = self.sources.get(partition)
+            if src is None:
+                continue
+            done = [m for m in messages if m.offset <= src.order.last_read]
+            if done:
+                self.held.setdefault(partition, []).extend(done)
+                self.ahead[partition] = [m for m in messages if m.offset > src.order.last_read]
 
     def _write(self, buffers: dict[int, lake.PartitionBuffer], clocks: dict[int, int]) -> None:
         started = time.monotonic()

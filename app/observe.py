@@ -51,6 +51,8 @@ def worker_identity(settings) -> dict:
         "bind": f"{settings.web_host}:{settings.web_port}",
         "app_id": settings.app_id,
         "pid": os.getpid(),
+        # "uvloop" by default; "asyncio" under `-L aio` / FAUST_LOOP=aio
+        "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "started_at": iso(datetime.fromtimestamp(STARTED_WALL, UTC)),
         "uptime_s": round(time.time() - STARTED_WALL, 1),
     }
@@ -147,6 +149,7 @@ async def snapshot(app, settings, stats, ingest, merge, sink) -> dict:
     totals = dict(stats.totals)
     totals["records"] = totals["events"] + totals["dead_letters"]
     totals["skipped_already_in_lake"] = stats.skipped
+    totals["rereads_over_holes"] = stats.rereads
     totals["late_at_merge"] = sum(p["late_at_merge"] for p in user_partitions)
     totals["open_sessions"] = sum(p["open_sessions"] for p in user_partitions)
     return {

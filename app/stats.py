@@ -24,6 +24,7 @@ class Stats:
     partitions: dict[int, PartitionStats] = field(default_factory=dict)
     dead_letter_reasons: Counter = field(default_factory=Counter)
     skipped: int = 0
+    rereads: int = 0  # seeks back over a hole in a partition's offsets (app/read_order.py)
     lake_rows: int = 0
     lake_errors: int = 0
     lake_last_error: str | None = None

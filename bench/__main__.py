@@ -1,217 +1,315 @@
-"""python -m bench: preload a backlog, measure the raw consume ceiling and the pipeline.
+"""python -m bench: throughput, latency, memory, recovery and the cost of each delivery
+mechanism, on the local stack (started or reused by devstack).
 
-Prints figures and writes them as JSON. Not a test: the numbers depend on the machine.
+Prints figures and writes them as JSON, a markdown table and a PNG chart. Not a test:
+the numbers depend on the machine, and on what else runs on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
 import shutil
+import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench import kafka, latency, mechanisms, report
+from bench.variant import VARIANTS
+from bench.worker import Worker
 from devstack import stack
-from producer.simulator import Simulator
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def preload(bootstrap: str, topic: str, n: int, partitions: int, users: int) -> float:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, partitions, 1)])
-    await admin.close()
-    start_ms = int(time.time() * 1000) - 6 * 3_600_000
-    sim = iter(Simulator(users, seed=1, start_ms=start_ms, step_ms=20, late_ratio=0.05))
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1
-    )
-    await producer.start()
-    began = time.monotonic()
-    try:
-        for i in range(n):
-            item = next(sim)
-            await producer.send(topic, orjson.dumps(item.value), key=item.user_id.encode())
-            if i % 50_000 == 0 and i:
-                print(f"  preload: {i}/{n}", file=sys.stderr, flush=True)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return time.monotonic() - began
+SECTIONS = ("ceiling", "pipeline", "recovery", "memory", "latency", "mechanisms")
 
 
-async def ceiling(bootstrap: str, topic: str, n: int) -> float:
-    """Events/s of a bare aiokafka consumer that fetches and decodes every record."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 << 20,
-        fetch_max_bytes=16 << 20,
-    )
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        seen = 0
-        began = time.monotonic()
-        while seen < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for records in batch.values():
-                for record in records:
-                    orjson.loads(record.value)
-                seen += len(records)
-        return n / (time.monotonic() - began)
-    finally:
-        await consumer.stop()
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-async def committed_through(bootstrap: str, group: str, topics: list[str]) -> dict:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items() if tp.topic in topics}
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        return await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
+class Bench:
+    def __init__(self, args: argparse.Namespace, bootstrap: str, database_url: str) -> None:
+        self.args = args
+        self.bootstrap = bootstrap
+        self.database_url = database_url
+        self.work = Path(tempfile.mkdtemp(prefix="bench-"))
+        self.run_id = uuid.uuid4().hex[:8]
 
+    def topic(self, name: str) -> str:
+        return f"bench-{self.run_id}-{name}"
 
-async def scratch_database(database_url: str, name: str, drop: bool = False) -> str:
-    """A database of the benchmark's own, so it never touches stream_data's rows."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return database_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def pipeline(bootstrap: str, database_url: str, topic: str, n: int, work: Path) -> dict:
-    app_id = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "DATABASE_URL": database_url,
-        "APP_ID": app_id,
-        "INPUT_TOPIC": topic,
-        "ENRICHED_TOPIC": f"{topic}-enriched",
-        "DLQ_TOPIC": f"{topic}-dlq",
-        "LAKE_DIR": str(work / "lake"),
-        "STATE_DIR": str(work / "state"),
-        "WEB_PORT": "16999",
-        "IDLE_ADVANCE": "1h",
-        "LAKE_FLUSH": "2s",
-    }
-    log = open(work / "worker.log", "wb")  # noqa: SIM115 - lives as long as the worker
-    began = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        ends = await end_offsets(bootstrap, topic)
-        first_progress = None
-        while True:
-            await asyncio.sleep(1)
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited; see {work / 'worker.log'}")
-            done = await committed_through(bootstrap, app_id, [topic])
-            committed = sum(done.get(tp, 0) for tp in ends)
-            if committed and first_progress is None:
-                first_progress, first_committed = time.monotonic(), committed
-            print(f"  pipeline: committed {committed}/{n}", file=sys.stderr, flush=True)
-            if all(done.get(tp, -1) >= end for tp, end in ends.items()):
-                break
-        took = time.monotonic() - began
-        steady = time.monotonic() - first_progress
-        return {
-            "seconds_including_start": round(took, 1),
-            "events_per_s_including_start": round(n / took),
-            # from the first offset commit to the last: the worker's start is excluded
-            "events_per_s": round((n - first_committed) / steady) if steady > 0 else None,
-        }
-    finally:
-        proc.terminate()
-        proc.wait(60)
-        log.close()
-
-
-async def main_async(args: argparse.Namespace) -> dict:
-    info = stack.up()
-    topic = f"bench-{uuid.uuid4().hex[:8]}"
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
-    try:
-        print(
-            f"preloading {args.events} events over {args.partitions} partitions...", file=sys.stderr
-        )
-        preload_s = await preload(info.bootstrap, topic, args.events, args.partitions, args.users)
-        ceilings = [await ceiling(info.bootstrap, topic, args.events) for _ in range(3)]
-        result = {
-            "events": args.events,
-            "partitions": args.partitions,
-            "users": args.users,
-            "preload_s": round(preload_s, 1),
-            "ceiling_events_per_s_median": round(statistics.median(ceilings)),
-            "ceiling_runs": [round(c) for c in ceilings],
-        }
-        db_name = topic.replace("-", "_")
-        db_url = await scratch_database(info.database_url, db_name)
+    @contextlib.asynccontextmanager
+    async def database(self, name: str) -> AsyncIterator[str]:
+        """A scratch database, so the benchmark never touches stream_data's rows."""
+        db = f"bench_{self.run_id}_{name.replace('-', '_')}"
+        conn = await asyncpg.connect(self.database_url)
         try:
-            result["pipeline"] = await pipeline(info.bootstrap, db_url, topic, args.events, work)
+            await conn.execute(f'CREATE DATABASE "{db}"')
         finally:
-            await scratch_database(info.database_url, db_name, drop=True)
-        result["ratio_pipeline_to_ceiling"] = round(
-            result["pipeline"]["events_per_s"] / result["ceiling_events_per_s_median"], 3
+            await conn.close()
+        try:
+            yield self.database_url.rsplit("/", 1)[0] + f"/{db}"
+        finally:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+    def worker(self, name: str, topic: str, database_url: str, **extra) -> Worker:
+        work = self.work / name
+        work.mkdir(parents=True, exist_ok=True)
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "DATABASE_URL": database_url,
+            "APP_ID": f"bench-{self.run_id}-{name}",
+            "INPUT_TOPIC": topic,
+            "ENRICHED_TOPIC": f"{topic}-enriched",
+            "DLQ_TOPIC": f"{topic}-dlq",
+            "PARTITIONS": str(self.args.partitions),
+            "LAKE_DIR": str(work / "lake"),
+            "STATE_DIR": str(work / "state"),
+            "WEB_PORT": str(free_port()),
+            "IDLE_ADVANCE": "1h",
+            **extra,
+        }
+        return Worker(work, env)
+
+    async def stats(self, worker: Worker) -> dict:
+        url = f"http://127.0.0.1:{worker.env['WEB_PORT']}/api/stats"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            return await response.json()
+
+    async def catch_up(self, worker: Worker, topic: str, n: int, label: str) -> dict:
+        """Run until every input offset is committed, the user-keyed stage has committed
+        what the source stage sent, and PostgreSQL holds every pending row."""
+        ends = await kafka.end_offsets(self.bootstrap, topic)
+        began = worker.started
+        source = await worker.wait_committed(self.bootstrap, topic, ends, label)
+        internal = f"{worker.env['APP_ID']}-by-user"
+        internal_ends = await kafka.end_offsets(self.bootstrap, internal)
+        await worker.wait_committed(self.bootstrap, internal, internal_ends, f"{label} merge")
+        while (await self.stats(worker))["sink"]["pending_rows"]:
+            worker.check_alive()
+            await asyncio.sleep(0.2)
+        done = time.monotonic()
+        steady_s = source["done_at"] - source["first_at"]
+        return {
+            "events": n,
+            "seconds_including_start": round(done - began, 1),
+            "events_per_s_including_start": round(n / (done - began)),
+            # from the first input commit to the last: the worker's start is excluded
+            "events_per_s": round((n - source["first_count"]) / steady_s) if steady_s else None,
+            "all_sinks_flushed_after_s": round(done - began, 1),
+            "rss_peak_mb": round(worker.rss_peak_mb() or 0, 1),
+        }
+
+    # -- sections --------------------------------------------------------------
+
+    async def backlog(self, name: str, events: int, users: int) -> tuple[str, dict]:
+        topic = self.topic(name)
+        say(f"preloading {events:,} events ({users:,} users) into {topic}...")
+        loaded = await kafka.preload(self.bootstrap, topic, events, self.args.partitions, users)
+        return topic, loaded
+
+    async def ceiling(self, topic: str, n: int) -> dict:
+        say("raw aiokafka consume + orjson ceiling, 3 runs...")
+        runs = [await kafka.ceiling(self.bootstrap, topic, n) for _ in range(3)]
+        return {
+            "events_per_s_median": round(statistics.median(runs)),
+            "runs": [round(r) for r in runs],
+        }
+
+    async def pipeline_and_recovery(self, topic: str, n: int, recover: bool) -> dict:
+        out: dict = {}
+        async with self.database("pipeline") as db:
+            worker = self.worker("pipeline", topic, db, LAKE_FLUSH="2s").start()
+            try:
+                say("pipeline: one worker, every sink on, catching up the backlog...")
+                out["pipeline"] = await self.catch_up(worker, topic, n, "pipeline")
+                stats = await self.stats(worker)
+                out["pipeline"]["dead_letters"] = stats["totals"]["dead_letters"]
+                out["pipeline"]["late"] = stats["totals"]["late"]
+                if recover:
+                    out["recovery"] = await self.recovery(worker, topic, n)
+            finally:
+                worker.stop()
+        return out
+
+    async def recovery(self, worker: Worker, topic: str, state_events: int) -> dict:
+        """SIGKILL the caught-up worker, add fresh events, restart it on the same state."""
+        say("recovery: SIGKILL, then restart on the same state directory...")
+        before = await kafka.committed(self.bootstrap, worker.env["APP_ID"], topic)
+        worker.kill()
+        fresh = self.args.recovery_events
+        await kafka.append(self.bootstrap, topic, fresh, self.args.users)
+        worker.start()
+        ends = await kafka.end_offsets(self.bootstrap, topic)
+        resumed_at = None
+        while resumed_at is None:
+            await asyncio.sleep(0.2)
+            worker.check_alive()
+            now = await kafka.committed(self.bootstrap, worker.env["APP_ID"], topic)
+            if any(now.get(tp, 0) > before.get(tp, 0) for tp in ends):
+                resumed_at = time.monotonic()
+        await worker.wait_committed(self.bootstrap, topic, ends, "recovery")
+        caught_up = time.monotonic()
+        return {
+            "state_of_events": state_events,
+            "fresh_events_after_kill": fresh,
+            "first_commit_after_restart_s": round(resumed_at - worker.started, 1),
+            "fresh_events_committed_after_s": round(caught_up - worker.started, 1),
+        }
+
+    async def memory(self, users: int, events: int) -> dict:
+        topic, loaded = await self.backlog("memory", events, users)
+        async with self.database("memory") as db:
+            worker = self.worker("memory", topic, db, LAKE_FLUSH="2s").start()
+            try:
+                say(f"memory: one worker over {loaded['distinct_users']:,} distinct users...")
+                run = await self.catch_up(worker, topic, events, "memory")
+            finally:
+                worker.stop()
+        return {"distinct_users": loaded["distinct_users"], **run}
+
+    async def latency(self) -> dict:
+        topic = self.topic("live")
+        await kafka.create_topic(self.bootstrap, topic, self.args.partitions)
+        async with self.database("live") as db:
+            worker = self.worker("live", topic, db, IDLE_ADVANCE="2s").start()
+            try:
+                result = await latency.measure(
+                    self.bootstrap,
+                    db,
+                    topic,
+                    f"{topic}-enriched",
+                    self.args.partitions,
+                    worker,
+                    rate=self.args.latency_rate,
+                    seconds=self.args.latency_seconds,
+                    users=self.args.users,
+                )
+                result["rss_peak_mb"] = round(worker.rss_peak_mb() or 0, 1)
+                return result
+            finally:
+                worker.stop()
+
+    async def mechanisms(self) -> dict:
+        n = self.args.mechanism_events
+        topic, _ = await self.backlog("mechanisms", n, self.args.users)
+        runs: dict[str, dict] = {}
+        # as-shipped first and last: the spread between them is the machine's noise
+        order = ["as-shipped", *[v for v in VARIANTS if v != "as-shipped"], "as-shipped"]
+        for i, variant in enumerate(order):
+            async with self.database(f"v{i}") as db:
+                worker = self.worker(f"variant-{i}", topic, db, LAKE_FLUSH="2s")
+                worker.variant = variant
+                worker.start()
+                try:
+                    say(f"mechanisms: {variant}...")
+                    run = await self.catch_up(worker, topic, n, variant)
+                finally:
+                    worker.stop()
+            runs.setdefault(variant, []).append(run["events_per_s"])
+        base = statistics.median(runs["as-shipped"])
+        variants = {
+            name: {
+                "events_per_s": statistics.median(rates),
+                "runs": rates,
+                "vs_as_shipped": round(statistics.median(rates) / base, 3),
+            }
+            for name, rates in runs.items()
+        }
+        say("mechanisms: producer modes (Kafka transactions)...")
+        producer = await mechanisms.producer_modes(
+            self.bootstrap, self.args.mechanism_events, batch=5_000
         )
+        return {"events": n, "variants": variants, "producer": producer}
+
+    async def run(self) -> dict:
+        sections = set(self.args.only.split(",")) if self.args.only else set(SECTIONS)
+        unknown = sections - set(SECTIONS)
+        if unknown:
+            raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
+        args = self.args
+        result: dict = {
+            "machine": report.machine(),
+            "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        }
+        if True:
+            if sections & {"ceiling", "pipeline", "recovery"}:
+                topic, result["backlog"] = await self.backlog("backlog", args.events, args.users)
+                if "ceiling" in sections:
+                    result["ceiling"] = await self.ceiling(topic, args.events)
+                if sections & {"pipeline", "recovery"}:
+                    result.update(
+                        await self.pipeline_and_recovery(
+                            topic, args.events, recover="recovery" in sections
+                        )
+                    )
+                if "ceiling" in result and "pipeline" in result:
+                    result["ratio_pipeline_to_ceiling"] = round(
+                        result["pipeline"]["events_per_s"]
+                        / result["ceiling"]["events_per_s_median"],
+                        4,
+                    )
+            if "memory" in sections:
+                result["memory"] = await self.memory(args.memory_users, args.memory_events)
+            if "latency" in sections:
+                result["latency"] = await self.latency()
+            if "mechanisms" in sections:
+                result["mechanisms"] = await self.mechanisms()
+        # kept when a section fails: the workers' logs are there
+        shutil.rmtree(self.work, ignore_errors=True)
         return result
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--out", default="bench-results/latest.json")
-    args = parser.parse_args()
-    result = asyncio.run(main_async(args))
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--events", type=int, default=500_000, help="backlog size (default 500k)")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--users", type=int, default=10_000, help="distinct users in the backlog")
+    p.add_argument("--recovery-events", type=int, default=20_000, help="added after SIGKILL")
+    p.add_argument("--memory-users", type=int, default=100_000)
+    p.add_argument("--memory-events", type=int, default=300_000)
+    p.add_argument("--latency-rate", type=float, default=2_000, help="events/s")
+    p.add_argument("--latency-seconds", type=float, default=60)
+    p.add_argument("--mechanism-events", type=int, default=100_000)
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--out", default="bench-results/latest", help="path prefix of .json/.md/.png")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = stack.up()
+    result = asyncio.run(Bench(args, info.bootstrap, info.database_url).run())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    table = report.markdown(result)
+    out.with_suffix(".md").write_text(table)
+    chart = report.chart(result, out.with_suffix(".png"))
+    print(table)
+    say(
+        f"written: {out.with_suffix('.json')}, {out.with_suffix('.md')}"
+        + (f", {chart}" if chart else "")
+    )
     return 0
 
 

@@ -60,6 +60,7 @@ async def check_stats(api: Api, plan: Plan, got: scenario.Expected, port: int) -
     assert "this worker" in stats["scope"]
     assert stats["worker"]["id"] == f"{socket.gethostname()}:{port}"
     assert stats["worker"]["port"] == port
+    assert stats["worker"]["event_loop"] == "uvloop"  # the worker's default (app/faust_app.py)
     totals = stats["totals"]
     assert totals["events"] == sum(plan.valid)
     assert totals["late"] == plan.expected.late

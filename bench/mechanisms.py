@@ -1,0 +1,85 @@
+"""What each delivery mechanism costs: pipeline runs with one mechanism taken out
+(bench/variant.py), and a producer microbenchmark of Kafka transactions, which the
+worker does not use (enriched is at-least-once with a dedupe key)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+
+import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from bench.kafka import create_topic
+
+RECORD = orjson.dumps(
+    {
+        "event_id": "e000000001",
+        "user_id": "user_01234",
+        "event_type": "page_view",
+        "page_url": "/products/42",
+        "event_time": "2026-11-26T12:00:00.000Z",
+        "processing_time": "2026-11-26T12:00:00.123Z",
+        "kafka_partition": 3,
+        "kafka_offset": 123456,
+    }
+)
+
+
+async def _send_batches(producer: AIOKafkaProducer, topic: str, partitions: int, n: int) -> None:
+    futures = []
+    for p in range(partitions):
+        batch = producer.create_batch()
+        for _ in range(n // partitions):
+            if batch.append(key=b"user_01234", value=RECORD, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+                batch = producer.create_batch()
+                batch.append(key=b"user_01234", value=RECORD, timestamp=None)
+        futures.append(await producer.send_batch(batch, topic, partition=p))
+    for future in futures:
+        await future
+
+
+async def producer_modes(bootstrap: str, records: int, batch: int, partitions: int = 4) -> dict:
+    """Records/s of one producer writing `records` in batches of `batch`, per mode."""
+    topic = f"bench-txn-{uuid.uuid4().hex[:8]}"
+    await create_topic(bootstrap, topic, partitions)
+    modes = {
+        "acks=1": {"acks": 1},
+        "idempotent, acks=all (as shipped)": {"acks": "all", "enable_idempotence": True},
+        "transactional, commit per batch": {
+            "acks": "all",
+            "enable_idempotence": True,
+            "transactional_id": f"bench-{uuid.uuid4().hex[:8]}",
+        },
+    }
+    out: dict = {"records": records, "records_per_transaction": batch}
+    for name, options in modes.items():
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, **options
+        )
+        await producer.start()
+        commits = []
+        try:
+            began = time.monotonic()
+            for chunk in range(records // batch):
+                if "transactional_id" in options:
+                    await producer.begin_transaction()
+                    await _send_batches(producer, topic, partitions, batch)
+                    # what a consume-transform-produce step also commits: its input offset
+                    await producer.send_offsets_to_transaction(
+                        {TopicPartition(topic, 0): chunk * batch}, f"{topic}-group"
+                    )
+                    t = time.monotonic()
+                    await producer.commit_transaction()
+                    commits.append(time.monotonic() - t)
+                else:
+                    await _send_batches(producer, topic, partitions, batch)
+            took = time.monotonic() - began
+        finally:
+            await producer.stop()
+        out[name] = {"records_per_s": round(records / took)}
+        if commits:
+            out[name]["commit_ms_median"] = round(statistics.median(commits) * 1000, 1)
+    return out
