@@ -7,12 +7,21 @@ a commit record. Each key record is `[seq, new, old]`; on load a key whose seq i
 newer than the last commit record reads as `old`, so the state is exactly that of
 the last whole batch. The commit record also carries the input offset the batch
 ended at, so the stage re-reads only what that state does not hold.
+
+After a restart Faust keeps the local RocksDB copy, which holds every write, and
+replays over it the changelog records after the last offset it saw acknowledged.
+Those records are older than what RocksDB holds for any key written again since,
+so the replay moves such keys back while the commit record may stay ahead. That
+loads correctly only if the changelog already held every earlier batch when a
+batch was written, and a key is written once per batch: `landed` waits for the
+first, `write` keeps the second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -31,6 +40,9 @@ class BatchStore:
         self._repairs: dict[int, dict[str, Any]] = {}
         # committed value of every key as JSON, so a write needs no read of the old value
         self._committed: dict[int, dict[bytes, bytes]] = {}
+        # changelog send of each partition's last commit record; sent in order after
+        # the batch's key records, so once it is acknowledged the whole batch is in Kafka
+        self._sent: dict[int, asyncio.Future] = {}
 
     @staticmethod
     def _key(partition: int, name: str) -> bytes:
@@ -62,11 +74,23 @@ class BatchStore:
         self._committed[partition] = committed_json
         return commit, values
 
+    async def landed(self, partitions: Iterable[int]) -> None:
+        """Wait until the changelog holds the last batch written for each partition.
+
+        Call before writing the next batch of these partitions: then local RocksDB is
+        at most one batch ahead of the changelog, which is what `load` can undo after a
+        crash. A failed send is not raised here (Faust logs it).
+        """
+        pending = [f for p in partitions if (f := self._sent.get(p)) is not None and not f.done()]
+        if pending:
+            await asyncio.wait(pending)
+
     def write(self, partition: int, event, changes: Mapping[str, Any], commit: Any) -> None:
         """Write one batch (value None deletes) and its commit record, in that order.
 
         Runs in the context of `event`, a record of this partition, because Faust picks
-        the RocksDB and changelog partition from the current event.
+        the RocksDB and changelog partition from the current event. Await `landed` for
+        the partition first.
         """
         committed = self.seq.get(partition, 0)
         seq = committed + 1
@@ -76,9 +100,12 @@ class BatchStore:
         token = _current_event.set(weakref.ref(event))
         try:
             table = self.table
-            # keys deleted by the previous (now committed) batch can go for good
+            # keys deleted by the previous (now committed) batch can go for good, unless
+            # this batch writes them again: two writes of a key in one batch could be
+            # split by the changelog replay after a crash (see the module docstring)
             for key in self._tombstones.pop(partition, ()):
-                if key in table:
+                name = key.split(b"|", 1)[1].decode()
+                if changes.get(name, _DELETED) is _DELETED and key in table:
                     del table[key]
             deleted = []
             known = self._committed.setdefault(partition, {})
@@ -95,9 +122,11 @@ class BatchStore:
                 new_json = orjson.dumps(new)
                 known[key] = new_json
                 table[key] = b"[%d,%b,%b]" % (seq, new_json, old or b"null")
-            table[self._key(partition, COMMIT)] = orjson.dumps(
-                [seq, commit], option=orjson.OPT_NON_STR_KEYS
-            )
+            # `table[key] = value` without dropping the changelog send's future
+            key = self._key(partition, COMMIT)
+            value = orjson.dumps([seq, commit], option=orjson.OPT_NON_STR_KEYS)
+            self._sent[partition] = table.send_changelog(partition, key, value)
+            table.data[key] = value
         finally:
             _current_event.reset(token)
         self.seq[partition] = seq
@@ -109,3 +138,4 @@ class BatchStore:
         self._tombstones.pop(partition, None)
         self._repairs.pop(partition, None)
         self._committed.pop(partition, None)
+        self._sent.pop(partition, None)

@@ -102,10 +102,13 @@ class MergeProcessor:
     # -- records -------------------------------------------------------------
 
     async def handle(self, events: list) -> None:
-        wall = time.monotonic()
         by_partition: dict[int, list] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
+        # Local state may run at most one batch ahead of the changelog (app/batch_store.py).
+        # Awaited before any state changes: a rebalance may run meanwhile.
+        await self.store.landed(by_partition)
+        wall = time.monotonic()
         owned = self.owned
         for partition, part_events in by_partition.items():
             if owned is not None and partition not in owned:

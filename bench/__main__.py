@@ -67,7 +67,14 @@ class Bench:
         finally:
             conn = await asyncpg.connect(self.database_url)
             try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                for attempt in range(20):
+                    try:
+                        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                        break
+                    except asyncpg.InsufficientPrivilegeError:  # an autovacuum worker
+                        if attempt == 19:
+                            raise
+                        await asyncio.sleep(0.5)
             finally:
                 await conn.close()
 
@@ -117,6 +124,7 @@ class Bench:
             "events_per_s": round((n - source["first_count"]) / steady_s) if steady_s else None,
             "all_sinks_flushed_after_s": round(done - began, 1),
             "rss_peak_mb": round(worker.rss_peak_mb() or 0, 1),
+            "rss_after_mb": round(worker.rss_mb() or 0, 1),  # caught up, everything flushed
         }
 
     # -- sections --------------------------------------------------------------

@@ -41,6 +41,7 @@ class Probe:
         self.sent_at: dict[str, float] = {}
         self.enriched_at: dict[str, float] = {}
         self.appended_at: dict[str, float] = {}  # the enriched record's CreateTime
+        self.acked_at: dict[str, float] = {}  # the broker acknowledged the probe's send
         # (window_start_ms, page) -> send times of its page views, in send order
         self.views: dict[tuple[int, str], list[float]] = defaultdict(list)
         self.seen_count: dict[tuple[int, str], int] = {}
@@ -84,8 +85,11 @@ async def _produce(bootstrap: str, topic: str, probe: Probe, rate: float, second
         while (elapsed := time.monotonic() - began) < seconds:
             due = int(elapsed * rate) + 1
             while sent < due:
-                value, key, _ = probe.next_event()
-                await producer.send(topic, value, key=key)
+                value, key, event_id = probe.next_event()
+                delivered = await producer.send(topic, value, key=key)
+                delivered.add_done_callback(
+                    lambda _, e=event_id: probe.acked_at.__setitem__(e, time.time())
+                )
                 sent += 1
             await asyncio.sleep(tick)
         await producer.flush()
@@ -216,6 +220,10 @@ async def measure(
         # the part of the latency that is the worker's, without the reader's fetch
         "produce_to_enriched_append_ms": percentiles(
             [probe.appended_at[e] - probe.sent_at[e] for e in probe.appended_at]
+        ),
+        # the probe's own producer, send() to broker ack: a share of every figure above
+        "produce_ack_ms": percentiles(
+            [probe.acked_at[e] - probe.sent_at[e] for e in probe.acked_at]
         ),
         "produce_to_enriched_p50_ms_by_tenth": [percentiles(x)["p50"] for x in slices],
         "page_views_sent": expected_views,

@@ -56,12 +56,18 @@ class Worker:
             raise WorkerDied(f"the worker exited; see {self.log_path}")
 
     def rss_peak_mb(self) -> float | None:
+        return self._status_mb("VmHWM:")
+
+    def rss_mb(self) -> float | None:
+        return self._status_mb("VmRSS:")
+
+    def _status_mb(self, field: str) -> float | None:
         try:
             status = Path(f"/proc/{self.proc.pid}/status").read_text()
         except OSError:
             return None
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
         return None
 

@@ -53,9 +53,24 @@ async def fresh_db(database_url, unique):
     await conn.close()
     url = database_url.rsplit("/", 1)[0] + f"/{name}"
     yield url
+    await drop_database(database_url, name)
+
+
+async def drop_database(database_url: str, name: str) -> None:
+    """DROP ... WITH (FORCE), retried: it cannot end an autovacuum worker (a superuser's
+    backend) that happens to be in the database, and those finish within seconds."""
     conn = await asyncpg.connect(database_url)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    try:
+        for attempt in range(20):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -9,20 +10,43 @@ import pytest
 from app.batch_store import BatchStore
 
 
+class Sent:
+    def done(self) -> bool:
+        return True
+
+
+class LocalStore:
+    """`table.data`: the local store alone, as Faust's RocksDB store."""
+
+    def __init__(self, table: RecordingTable) -> None:
+        self.table = table
+
+    def __setitem__(self, key, value) -> None:
+        dict.__setitem__(self.table, key, value)
+
+
 class RecordingTable(dict):
-    """A dict standing in for a Faust table; remembers every write in order."""
+    """A dict standing in for a Faust table; remembers every changelog write in order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.log: list[tuple[bytes, bytes | None]] = []
+        self.data = LocalStore(self)
 
     def __setitem__(self, key, value) -> None:
-        self.log.append((key, value))
+        self.send_changelog(None, key, value)
         super().__setitem__(key, value)
 
     def __delitem__(self, key) -> None:
-        self.log.append((key, None))
+        self.send_changelog(None, key, None)
         super().__delitem__(key)
+
+    def send_changelog(self, partition, key, value):
+        self.log.append((key, value))
+        return self.sent()
+
+    def sent(self):
+        return Sent()
 
 
 class Event:
@@ -88,3 +112,78 @@ def test_writing_on_after_a_half_batch_repairs_its_leftovers(crash_twice):
         assert again.load(0) == ({"o": 1}, {"a": 1, "b": 1})
     again.write(0, Event(), {"c": 3}, {"o": 2})
     assert BatchStore(half).load(0) == ({"o": 2}, {"a": 1, "b": 1, "c": 3})
+
+
+class SlowChangelogTable(RecordingTable):
+    """Changelog records reach Kafka one per event-loop turn, and only while the writer
+    waits; remembers how many were in Kafka when each write was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unsent: list[asyncio.Future] = []
+        self.in_kafka = 0
+        self.in_kafka_at_write: list[int] = []
+
+    def send_changelog(self, partition, key, value):
+        self.in_kafka_at_write.append(self.in_kafka)
+        return super().send_changelog(partition, key, value)
+
+    def sent(self):
+        fut = asyncio.get_running_loop().create_future()
+        self.unsent.append(fut)
+        return fut
+
+    async def produce(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            if self.unsent:
+                self.unsent.pop(0).set_result(None)
+                self.in_kafka += 1
+
+
+def faust_restart(log, written: int, in_kafka: int, acknowledged: int) -> RecordingTable:
+    """What a restarted Faust worker holds: its local RocksDB (the first `written` writes)
+    with the changelog records after the last acknowledged one replayed over it."""
+    table = replay(log[:written])
+    for key, value in log[acknowledged:in_kafka]:
+        if value is None:
+            table.pop(key, None)
+        else:
+            dict.__setitem__(table, key, value)
+    return table
+
+
+async def test_a_restart_on_local_state_loads_the_batch_its_commit_names():
+    rng = random.Random(3)
+    table = SlowChangelogTable()
+    store = BatchStore(table)
+    store.load(0)
+    states = {0: {}}  # input offset -> state after the batch that ends there
+    state: dict = {}
+    producer = asyncio.create_task(table.produce())
+    for batch in range(1, 30):
+        changes = {}
+        for _ in range(rng.randint(1, 6)):
+            name = f"k{rng.randrange(8)}"
+            changes[name] = None if rng.random() < 0.25 else rng.randrange(1000)
+        await store.landed([0])
+        store.write(0, Event(), changes, {"o": batch})
+        for name, value in changes.items():
+            if value is None:
+                state.pop(name, None)
+            else:
+                state[name] = value
+        states[batch] = dict(state)
+    producer.cancel()
+
+    log, checked = table.log, 0
+    for written in range(len(log) + 1):  # SIGKILL after this many local writes
+        least = table.in_kafka_at_write[written - 1] if written else 0
+        for in_kafka in range(least, written + 1):
+            for acknowledged in range(in_kafka + 1):
+                restarted = faust_restart(log, written, in_kafka, acknowledged)
+                commit, loaded = BatchStore(restarted).load(0)
+                offset = commit["o"] if commit else 0
+                assert loaded == states[offset], (written, in_kafka, acknowledged)
+                checked += 1
+    assert checked > 10_000
