@@ -282,8 +282,11 @@ class Bench:
                 result["latency"] = await self.latency()
             if "mechanisms" in sections:
                 result["mechanisms"] = await self.mechanisms()
-        # kept when a section fails: the workers' logs are there
-        shutil.rmtree(self.work, ignore_errors=True)
+        # kept when a section fails or with --keep: the workers' logs are there
+        if self.args.keep:
+            say(f"workers' logs and state kept in {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
         return result
 
 
@@ -299,6 +302,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=float, default=60)
     p.add_argument("--mechanism-events", type=int, default=100_000)
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--keep", action="store_true", help="keep the workers' logs and state")
     p.add_argument("--out", default="bench-results/latest", help="path prefix of .json/.md/.png")
     return p.parse_args(argv)
 
