@@ -221,8 +221,10 @@ class Bench:
         n = self.args.mechanism_events
         topic, _ = await self.backlog("mechanisms", n, self.args.users)
         runs: dict[str, dict] = {}
-        # as-shipped first and last: the spread between them is the machine's noise
-        order = ["as-shipped", *[v for v in VARIANTS if v != "as-shipped"], "as-shipped"]
+        # Round-robin, as-shipped first and last: drift on a shared machine hits every
+        # variant alike, and the spread of as-shipped's runs is the noise.
+        others = [v for v in VARIANTS if v != "as-shipped"]
+        order = ["as-shipped", *others] * self.args.repeat + ["as-shipped"]
         for i, variant in enumerate(order):
             async with self.database(f"v{i}") as db:
                 worker = self.worker(f"variant-{i}", topic, db, LAKE_FLUSH="2s")
@@ -301,6 +303,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-rate", type=float, default=2_000, help="events/s")
     p.add_argument("--latency-seconds", type=float, default=60)
     p.add_argument("--mechanism-events", type=int, default=100_000)
+    p.add_argument("--repeat", type=int, default=1, help="runs of each mechanism variant")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--keep", action="store_true", help="keep the workers' logs and state")
     p.add_argument("--out", default="bench-results/latest", help="path prefix of .json/.md/.png")

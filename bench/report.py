@@ -142,6 +142,9 @@ def chart(r: dict, path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}")
 
     bars: list[tuple[str, float]] = []
     if "ceiling" in r:
@@ -149,7 +152,7 @@ def chart(r: dict, path: Path) -> Path | None:
     if "pipeline" in r:
         bars.append(("pipeline\n(all sinks)", r["pipeline"]["events_per_s"]))
     for name, v in r.get("mechanisms", {}).get("variants", {}).items():
-        bars.append((name.replace("-", "\n", 1), v["events_per_s"]))
+        bars.append(("variant:\n" + name.replace("-", "\n"), v["events_per_s"]))
     lat = r.get("latency")
     if not bars and not lat:
         return None
@@ -160,6 +163,9 @@ def chart(r: dict, path: Path) -> Path | None:
         ax.bar(range(len(values)), values, color="#4c78a8")
         ax.set_xticks(range(len(values)), labels, fontsize=7)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.axhline(TARGETS["events_per_s"], color="grey", linestyle="--", linewidth=1)
+        ax.annotate("target", (len(values) - 0.5, TARGETS["events_per_s"]), fontsize=7)
         ax.set_ylabel("events/s (log scale)")
         for i, v in enumerate(values):
             ax.annotate(f"{v:,.0f}", (i, v), ha="center", va="bottom", fontsize=7)
@@ -174,7 +180,11 @@ def chart(r: dict, path: Path) -> Path | None:
         ax.bar([i + 0.2 for i in x], f, width=0.4, label="event -> PostgreSQL row", color="#54a24b")
         ax.set_xticks(list(x), points)
         ax.set_yscale("log")
-        ax.set_ylabel("ms (log scale)")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        for target in (TARGETS["enriched_p99_ms"], TARGETS["freshness_p99_ms"]):
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+        ax.set_ylabel("ms (log scale); dashed: p99 targets")
         ax.legend(fontsize=8)
         ax.set_title(f"Latency at {lat['achieved_rate']:,} events/s")
     fig.suptitle(

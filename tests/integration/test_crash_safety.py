@@ -30,9 +30,11 @@ PARTITIONS = 4
 KILLS = 3
 
 
-# Known flaky: about 1 run in 6 on the final code, the rows did not converge (lake and
-# enriched checks held). Cause not found yet (see the issue notes); one rerun, visible
-# as RERUN in the report, keeps the evidence without hiding a steady failure.
+# Was flaky (1 run in 6). Two causes found and fixed: a user pruned and back within one
+# merge batch was written as deleted (rows never converged after a restart), and Faust
+# dropping records around a recovery seek (offsets missing from the lake; see
+# app/read_order.py). One rerun, visible as RERUN in the report, stays until more runs
+# show no third cause.
 @pytest.mark.flaky(reruns=1)
 async def test_sigkill_three_times_loses_and_double_counts_nothing(
     bootstrap, pipeline_env, start_worker, tmp_path

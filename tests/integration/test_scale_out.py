@@ -86,8 +86,8 @@ class OffsetWatch:
         return seen
 
 
-# Flaky like the crash test: failed 1 run in 6 after the redelivery fix (cause not
-# found yet, see the issue notes); one rerun, reported as RERUN.
+# Failed 1 run in 6 after the redelivery fix, message not captured; the crash test's two
+# causes (see there) may explain it. One rerun, reported as RERUN, until more runs show.
 @pytest.mark.slow
 @pytest.mark.flaky(reruns=1)
 async def test_workers_join_and_leave_while_events_flow(
