@@ -116,12 +116,18 @@ class Bench:
             await asyncio.sleep(0.2)
         done = time.monotonic()
         steady_s = source["done_at"] - source["first_at"]
+        including_start = round(n / (done - began))
+        # From the first input commit seen to the last, so the worker's start-up is
+        # excluded; a backlog done before a second look at the commits has no such span.
+        steady = steady_s > 0 and source["first_count"] < n
         return {
             "events": n,
             "seconds_including_start": round(done - began, 1),
-            "events_per_s_including_start": round(n / (done - began)),
-            # from the first input commit to the last: the worker's start is excluded
-            "events_per_s": round((n - source["first_count"]) / steady_s) if steady_s else None,
+            "events_per_s_including_start": including_start,
+            "events_per_s": (
+                round((n - source["first_count"]) / steady_s) if steady else including_start
+            ),
+            "events_per_s_from": "first commit" if steady else "start (backlog too small)",
             "all_sinks_flushed_after_s": round(done - began, 1),
             "rss_peak_mb": round(worker.rss_peak_mb() or 0, 1),
             "rss_after_mb": round(worker.rss_mb() or 0, 1),  # caught up, everything flushed
