@@ -53,14 +53,33 @@ class Event:
     """Only needs to be weak-referenceable."""
 
 
-def replay(log) -> RecordingTable:
-    table = RecordingTable()
+def replay(log, onto: RecordingTable | None = None) -> RecordingTable:
+    """The table `log` leaves behind (None deletes), written onto `onto` or a new one."""
+    table = RecordingTable() if onto is None else onto
     for key, value in log:
         if value is None:
             table.pop(key, None)
         else:
             dict.__setitem__(table, key, value)
     return table
+
+
+def random_changes(rng: random.Random) -> dict:
+    """One batch: a few of eight keys set, a quarter of them deleted."""
+    changes = {}
+    for _ in range(rng.randint(1, 6)):
+        name = f"k{rng.randrange(8)}"
+        changes[name] = None if rng.random() < 0.25 else rng.randrange(1000)
+    return changes
+
+
+def apply(state: dict, changes: dict) -> dict:
+    for name, value in changes.items():
+        if value is None:
+            state.pop(name, None)
+        else:
+            state[name] = value
+    return dict(state)
 
 
 def test_every_prefix_of_the_writes_loads_as_a_whole_batch():
@@ -71,17 +90,9 @@ def test_every_prefix_of_the_writes_loads_as_a_whole_batch():
     states = [({}, None)]  # state and commit after each whole batch
     state: dict = {}
     for batch in range(1, 40):
-        changes = {}
-        for _ in range(rng.randint(1, 6)):
-            name = f"k{rng.randrange(8)}"
-            changes[name] = None if rng.random() < 0.25 else rng.randrange(1000)
+        changes = random_changes(rng)
         store.write(0, Event(), changes, {"o": batch})
-        for name, value in changes.items():
-            if value is None:
-                state.pop(name, None)
-            else:
-                state[name] = value
-        states.append((dict(state), {"o": batch}))
+        states.append((apply(state, changes), {"o": batch}))
 
     commits_seen = 0
     for cut in range(len(table.log) + 1):
@@ -144,13 +155,7 @@ class SlowChangelogTable(RecordingTable):
 def faust_restart(log, written: int, in_kafka: int, acknowledged: int) -> RecordingTable:
     """What a restarted Faust worker holds: its local RocksDB (the first `written` writes)
     with the changelog records after the last acknowledged one replayed over it."""
-    table = replay(log[:written])
-    for key, value in log[acknowledged:in_kafka]:
-        if value is None:
-            table.pop(key, None)
-        else:
-            dict.__setitem__(table, key, value)
-    return table
+    return replay(log[acknowledged:in_kafka], onto=replay(log[:written]))
 
 
 async def test_a_restart_on_local_state_loads_the_batch_its_commit_names():
@@ -162,18 +167,10 @@ async def test_a_restart_on_local_state_loads_the_batch_its_commit_names():
     state: dict = {}
     producer = asyncio.create_task(table.produce())
     for batch in range(1, 30):
-        changes = {}
-        for _ in range(rng.randint(1, 6)):
-            name = f"k{rng.randrange(8)}"
-            changes[name] = None if rng.random() < 0.25 else rng.randrange(1000)
+        changes = random_changes(rng)
         await store.landed([0])
         store.write(0, Event(), changes, {"o": batch})
-        for name, value in changes.items():
-            if value is None:
-                state.pop(name, None)
-            else:
-                state[name] = value
-        states[batch] = dict(state)
+        states[batch] = apply(state, changes)
     producer.cancel()
 
     log, checked = table.log, 0
