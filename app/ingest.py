@@ -223,8 +223,7 @@ class IngestProcessor:
                 continue
             src.order.read(offset)
             src.last_event_wall = wall
-            msg.incref()
-            self.held.setdefault(partition, []).append(msg)
+            self._hold(msg, self.held)
             try:
                 ev = decode(msg.value, now_ms, settings.max_future_ms)
             except BadEvent as exc:
@@ -270,8 +269,7 @@ class IngestProcessor:
             # while this owner still buffers the first copy: skip it, but hold its ack
             # too, or the commit would run ahead of the lake.
             self.stats.skipped += 1
-            msg.incref()
-            self.held.setdefault(partition, []).append(msg)
+            self._hold(msg, self.held)
             return True
         if verdict is Verdict.GAP_ACCEPTED:
             log.warning(
@@ -286,8 +284,7 @@ class IngestProcessor:
             return False
         # SEEK or AHEAD: past a hole; held (not acknowledged) until the re-read passes it
         self.stats.skipped += 1
-        msg.incref()
-        self.ahead.setdefault(partition, []).append(msg)
+        self._hold(msg, self.ahead)
         if verdict is Verdict.SEEK:
             self.stats.rereads += 1
             log.warning(
@@ -299,6 +296,12 @@ class IngestProcessor:
             )
             await self.consumer.seek_wait({msg.tp: src.order.expected})
         return True
+
+    @staticmethod
+    def _hold(msg, into: dict[int, list]) -> None:
+        """Keep `msg` unacknowledged (Faust commits past it only once it is acked)."""
+        msg.incref()
+        into.setdefault(msg.partition, []).append(msg)
 
     async def _dead_letter(self, msg, exc: BadEvent) -> None:
         headers = [
