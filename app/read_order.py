@@ -42,7 +42,7 @@ class ReadOrder:
             return Verdict.IN_LAKE
         if offset <= self.last_read:
             return Verdict.AGAIN
-        expected = self.last_read + 1
+        expected = self.expected
         if offset == expected or self.last_read < 0:
             return Verdict.NEW  # a fresh partition may start anywhere (retention)
         gap = self._gap
