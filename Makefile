@@ -29,15 +29,27 @@ infra: $(STAMP)
 down:
 	@if [ -x $(PY) ]; then $(PY) -m devstack down; else $(PYTHON) -m devstack down; fi
 
-## unit + integration tests (starts Kafka and PostgreSQL itself, reusing running ones)
+# Runs pytest with $(1), then says (passed or failed) whether the Kafka and PostgreSQL
+# the tests started through devstack are still running; keeps pytest's exit status.
+define PYTEST_THEN_STACK_STATUS
+	$(info $(PY) -m pytest $(1) $(PYTEST_ARGS))
+	@status=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 0 ]; then result=passed; else result="FAILED (exit $$status)"; fi; \
+	echo; echo "make $@: $$result"; \
+	$(PY) -m devstack status || true; \
+	exit $$status
+endef
+
+## unit + integration tests (starts Kafka and PostgreSQL itself, reusing running ones,
+## and leaves them running for the next run: `make down` stops them)
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(call PYTEST_THEN_STACK_STATUS,-m "not slow")
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(call PYTEST_THEN_STACK_STATUS,)
 
 ## benchmark on the local stack (BENCH_ARGS="--events 100000" for a quick one)
 bench: $(STAMP)

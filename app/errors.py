@@ -10,13 +10,9 @@ class ConfigError(PipelineError):
 
 
 class BadEvent(PipelineError):
-    """An input record breaks SPEC section 1; `reason` is a short stable code."""
+    """An input record breaks docs/contract.md, Input; `reason` is a short stable code."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-class SinkError(PipelineError):
-    """A sink could not write; it keeps the data and retries."""

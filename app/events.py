@@ -1,23 +1,22 @@
-"""Input records (SPEC section 1): parse, validate, normalise."""
+"""Input records (docs/contract.md, Input and Bad input): parse, validate, normalise."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from app.errors import BadEvent
+from app.timeutil import epoch_ms, iso_utc
 
 EVENT_TYPES = frozenset({"page_view", "click", "session_start", "session_end"})
 NEEDS_PAGE = frozenset({"page_view", "click"})
 _EPOCH_MS_THRESHOLD = 1e11
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 
 
 @dataclass(slots=True)
@@ -51,7 +50,7 @@ def parse_event_time(value: Any) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
-        ms = (parsed - _EPOCH) // _ONE_MS  # exact; timestamp() * 1000 can lose 1 ms
+        ms = epoch_ms(parsed)  # exact; timestamp() * 1000 can lose 1 ms
     except (OverflowError, OSError, ValueError):
         raise BadEvent("bad_event_time", f"event_time {value[:64]!r} is out of range") from None
     if ms < 0:
@@ -108,7 +107,4 @@ def decode(raw: bytes | None, now_ms: int, max_future_ms: int) -> Event:
     return Event(event_time, user_id, event_type, page_url, data)
 
 
-def iso_utc(ms: int) -> str:
-    """Epoch ms -> `2026-01-29T09:31:03.027Z`."""
-    moment = _EPOCH + timedelta(milliseconds=ms)  # exact; fromtimestamp(ms / 1000) is not
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+__all__ = ["Event", "decode", "iso_utc", "parse_event_time"]

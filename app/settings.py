@@ -1,4 +1,7 @@
-"""One settings object, read once from the environment and `.env` (SPEC section 7)."""
+"""One settings object, read once from the environment and `.env`.
+
+Every variable and its default: docs/contract.md, Configuration.
+"""
 
 from __future__ import annotations
 
@@ -82,6 +85,10 @@ class Settings:
     state_dir: str = "data/state"
     lake_flush_rows: int = 100_000
     lake_flush_ms: int = 10_000
+    lake_retention_ms: int = 7 * 86_400_000
+    lake_maintain_ms: int = 120_000
+    commit_interval_ms: int = 100
+    replication_factor: int = 1
     sink_flush_ms: int = 500
     # Transport security (docs/security.md). PLAINTEXT needs none of the rest.
     kafka_security_protocol: str = "PLAINTEXT"

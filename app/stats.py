@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,19 +16,20 @@ class PartitionStats:
     dead_letters: int = 0
     stream_time: int | None = None
     watermark: int | None = None
-    last_late_log: float = -1e9
 
 
 @dataclass
 class Stats:
     partitions: dict[int, PartitionStats] = field(default_factory=dict)
     dead_letter_reasons: Counter = field(default_factory=Counter)
-    skipped: int = 0
-    rereads: int = 0  # seeks back over a hole in a partition's offsets (app/read_order.py)
     lake_rows: int = 0
     lake_errors: int = 0
     lake_last_error: str | None = None
     lake_flush_s: float = 0.0
+    lake_commits: int = 0
+    lake_maintenance: dict | None = None
+    # input record's Kafka timestamp -> the commit that made its outputs visible
+    latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram())
 
     def _part(self, partition: int) -> PartitionStats:
         part = self.partitions.get(partition)
@@ -36,26 +37,16 @@ class Stats:
             part = self.partitions[partition] = PartitionStats()
         return part
 
-    def on_event(self, partition: int, late: bool, clock: SourceClock) -> None:
+    def on_batch(self, partition: int, events: int, late: int, clock: SourceClock) -> None:
         part = self._part(partition)
-        part.events += 1
-        if late:
-            part.late += 1
+        part.events += events
+        part.late += late
         part.stream_time = clock.stream_time
         part.watermark = clock.watermark
 
     def on_dead_letter(self, partition: int, reason: str) -> None:
         self._part(partition).dead_letters += 1
         self.dead_letter_reasons[reason] += 1
-
-    def late_logged(self, partition: int) -> bool:
-        """True at most once a minute per partition: whether to log this late event."""
-        part = self._part(partition)
-        now = time.monotonic()
-        if now - part.last_late_log >= 60:
-            part.last_late_log = now
-            return True
-        return False
 
     @property
     def totals(self) -> dict[str, int]:
@@ -64,3 +55,35 @@ class Stats:
             "late": sum(p.late for p in self.partitions.values()),
             "dead_letters": sum(p.dead_letters for p in self.partitions.values()),
         }
+
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class LatencyHistogram:
+    """Counts per bucket (upper bounds in seconds, cumulative when rendered)."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.bounds_ms = [b * 1000 for b in buckets]
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.sum_s = 0.0
+        self.count = 0
+
+    def observe_ms(self, values_ms) -> None:
+        bounds, counts = self.bounds_ms, self.counts
+        total = 0
+        n = 0
+        for value in values_ms:
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+            n += 1
+        self.sum_s += total / 1000
+        self.count += n
+
+    def snapshot(self) -> dict:
+        cumulative, running = [], 0
+        for bound, count in zip((*self.buckets, "+Inf"), self.counts, strict=True):
+            running += count
+            cumulative.append([bound, running])
+        return {"buckets": cumulative, "sum_s": round(self.sum_s, 3), "count": self.count}

@@ -1,5 +1,8 @@
-"""python -m bench: throughput, latency, memory, recovery and the cost of each delivery
-mechanism, on the local stack (started or reused by devstack).
+"""python -m bench: throughput, latency, CPU, memory, recovery, the lake's costs and the
+cost of each mechanism, on the local stack (started or reused by devstack).
+
+`--soak-minutes N` adds a soak (RSS and consumer lag sampled every 10 s at a steady
+rate); `--profile` samples the worker with py-spy during the catch-up.
 
 Prints figures and writes them as JSON, a markdown table and a PNG chart. Not a test:
 the numbers depend on the machine, and on what else runs on it.
@@ -25,11 +28,25 @@ import aiohttp
 import asyncpg
 
 from bench import kafka, latency, mechanisms, report
+from bench import lake as lake_bench
+from bench.profile import Profiler, top_functions
 from bench.variant import VARIANTS
 from bench.worker import Worker
 from devstack import stack
 
-SECTIONS = ("ceiling", "pipeline", "recovery", "memory", "latency", "mechanisms")
+DEFAULT_SECTIONS = (
+    "ceiling",
+    "pipeline",
+    "recovery",
+    "memory",
+    "latency",
+    "latency10k",
+    "lake",
+    "mechanisms",
+)
+# run only when asked for (--soak-minutes N)
+SECTIONS = (*DEFAULT_SECTIONS, "soak")
+SOAK_SAMPLE_S = 10
 
 
 def say(message: str) -> None:
@@ -102,15 +119,17 @@ class Bench:
         async with aiohttp.ClientSession() as http, http.get(url) as response:
             return await response.json()
 
-    async def catch_up(self, worker: Worker, topic: str, n: int, label: str) -> dict:
+    async def catch_up(self, worker: Worker, topic: str, n: int, label: str, on_first=None) -> dict:
         """Run until every input offset is committed, the user-keyed stage has committed
         what the source stage sent, and PostgreSQL holds every pending row."""
         ends = await kafka.end_offsets(self.bootstrap, topic)
         began = worker.started
-        source = await worker.wait_committed(self.bootstrap, topic, ends, label)
+        source = await worker.wait_committed(self.bootstrap, topic, ends, label, on_first=on_first)
         internal = f"{worker.env['APP_ID']}-by-user"
         internal_ends = await kafka.end_offsets(self.bootstrap, internal)
-        await worker.wait_committed(self.bootstrap, internal, internal_ends, f"{label} merge")
+        await worker.wait_committed(
+            self.bootstrap, internal, internal_ends, f"{label} merge", group=worker.env["APP_ID"]
+        )
         while (await self.stats(worker))["sink"]["pending_rows"]:
             worker.check_alive()
             await asyncio.sleep(0.2)
@@ -153,22 +172,56 @@ class Bench:
         out: dict = {}
         async with self.database("pipeline") as db:
             worker = self.worker("pipeline", topic, db, LAKE_FLUSH="2s").start()
+            profiler: list[Profiler] = []
+
+            def profile() -> None:  # from the first input commit: start-up left out
+                say(f"pipeline: py-spy recording the worker (pid {worker.pid})...")
+                profiler.append(Profiler(worker.pid, self.profile_path))
+
             try:
                 say("pipeline: one worker, every sink on, catching up the backlog...")
-                out["pipeline"] = await self.catch_up(worker, topic, n, "pipeline")
+                cpu_before, cpu_began = worker.cpu_seconds(), time.monotonic()
+                out["pipeline"] = await self.catch_up(
+                    worker, topic, n, "pipeline", on_first=profile if self.args.profile else None
+                )
+                cpu_after = worker.cpu_seconds()
+                if cpu_before is not None and cpu_after is not None:
+                    # start-up included: the catch-up's cores in use, for comparison
+                    out["pipeline"]["worker_cpu_pct_of_core"] = round(
+                        (cpu_after - cpu_before) / (time.monotonic() - cpu_began) * 100, 1
+                    )
+                if profiler:
+                    out["pipeline"]["profiled"] = True
+                    out["profile"] = self.profile_figures(profiler[0])
                 stats = await self.stats(worker)
                 out["pipeline"]["dead_letters"] = stats["totals"]["dead_letters"]
                 out["pipeline"]["late"] = stats["totals"]["late"]
                 if recover:
                     out["recovery"] = await self.recovery(worker, topic, n)
             finally:
+                for p in profiler:
+                    p.stop()
                 worker.stop()
         return out
+
+    @property
+    def profile_path(self) -> Path:
+        out = Path(self.args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out.with_name(f"{out.name}-profile.txt")
+
+    def profile_figures(self, profiler: Profiler) -> dict:
+        stacks = profiler.stop()
+        if stacks is None:
+            say(f"profile: py-spy wrote nothing; see {profiler.log}")
+            return {"error": f"py-spy wrote no samples; see {profiler.log}"}
+        top = top_functions(stacks.read_text(), self.args.profile_top)
+        return {"stacks": str(stacks), "format": "collapsed stacks (py-spy raw)", **top}
 
     async def recovery(self, worker: Worker, topic: str, state_events: int) -> dict:
         """SIGKILL the caught-up worker, add fresh events, restart it on the same state."""
         say("recovery: SIGKILL, then restart on the same state directory...")
-        before = await kafka.committed(self.bootstrap, worker.env["APP_ID"], topic)
+        before = await kafka.committed(self.bootstrap, worker.source_group, topic)
         worker.kill()
         fresh = self.args.recovery_events
         await kafka.append(self.bootstrap, topic, fresh, self.args.users)
@@ -178,7 +231,7 @@ class Bench:
         while resumed_at is None:
             await asyncio.sleep(0.2)
             worker.check_alive()
-            now = await kafka.committed(self.bootstrap, worker.env["APP_ID"], topic)
+            now = await kafka.committed(self.bootstrap, worker.source_group, topic)
             if any(now.get(tp, 0) > before.get(tp, 0) for tp in ends):
                 resumed_at = time.monotonic()
         await worker.wait_committed(self.bootstrap, topic, ends, "recovery")
@@ -201,11 +254,11 @@ class Bench:
                 worker.stop()
         return {"distinct_users": loaded["distinct_users"], **run}
 
-    async def latency(self) -> dict:
-        topic = self.topic("live")
+    async def latency(self, name: str, rate: float, seconds: float) -> dict:
+        topic = self.topic(name)
         await kafka.create_topic(self.bootstrap, topic, self.args.partitions)
-        async with self.database("live") as db:
-            worker = self.worker("live", topic, db, IDLE_ADVANCE="2s").start()
+        async with self.database(name) as db:
+            worker = self.worker(name, topic, db, IDLE_ADVANCE="2s").start()
             try:
                 result = await latency.measure(
                     self.bootstrap,
@@ -214,14 +267,112 @@ class Bench:
                     f"{topic}-enriched",
                     self.args.partitions,
                     worker,
-                    rate=self.args.latency_rate,
-                    seconds=self.args.latency_seconds,
+                    rate=rate,
+                    seconds=seconds,
                     users=self.args.users,
                 )
                 result["rss_peak_mb"] = round(worker.rss_peak_mb() or 0, 1)
                 return result
             finally:
                 worker.stop()
+
+    async def lake(self) -> dict:
+        events = self.args.lake_events
+        say(f"lake: write cost, files per day and DuckDB reads over {events:,} events...")
+        return await asyncio.to_thread(lake_bench.figures, self.work / "lake", events=events)
+
+    async def soak(self) -> dict:
+        """Steady load for --soak-minutes; RSS and consumer lag every 10 s should be flat."""
+        args = self.args
+        rate, seconds = args.soak_rate, args.soak_minutes * 60
+        topic = self.topic("soak")
+        await kafka.create_topic(self.bootstrap, topic, args.partitions)
+        async with self.database("soak") as db:
+            worker = self.worker("soak", topic, db, IDLE_ADVANCE="2s").start()
+            try:
+                probe = latency.Probe(args.users, record=False)
+                began = time.monotonic()
+                while True:  # warm: the worker has its partitions and commits what it reads
+                    worker.check_alive()
+                    await latency.produce(self.bootstrap, topic, probe, 50, 1.0)
+                    await asyncio.sleep(1.0)  # a commit interval or more
+                    lags = await self.lags(worker, topic)
+                    if not lags["source_lag"]:
+                        break
+                    if time.monotonic() - began > 120:
+                        raise TimeoutError(f"soak: the worker did not catch up in 120 s: {lags}")
+                say(f"soak: {rate:,.0f} events/s for {args.soak_minutes:g} min...")
+                cpu_before, cpu_began = worker.cpu_seconds(), time.monotonic()
+                sending = asyncio.create_task(
+                    latency.produce(self.bootstrap, topic, probe, rate, seconds)
+                )
+                samples = []
+                while not sending.done():
+                    await asyncio.wait({sending}, timeout=SOAK_SAMPLE_S)
+                    worker.check_alive()
+                    stats = await self.stats(worker)
+                    committed = await self.lags(worker, topic)
+                    sample = {
+                        "t_s": round(time.monotonic() - cpu_began),
+                        "rss_mb": round(worker.rss_mb() or 0, 1),
+                        # highwater - position of the worker's consumers (/api/stats)
+                        "source_lag": sum(p["consumer_lag"] or 0 for p in stats["sources"]),
+                        "merge_lag": sum(p["consumer_lag"] or 0 for p in stats["user_partitions"]),
+                        # end offset - the group's committed offset
+                        "source_commit_lag": committed["source_lag"],
+                        "merge_commit_lag": committed["merge_lag"],
+                    }
+                    samples.append(sample)
+                    say(
+                        f"  soak {sample['t_s']:>5} s: RSS {sample['rss_mb']:,.0f} MB, lag "
+                        f"{sample['source_lag']:,} (source) {sample['merge_lag']:,} (stateful), "
+                        f"uncommitted {committed['source_lag']:,} / {committed['merge_lag']:,}"
+                    )
+                sent = await sending
+                cpu = worker.cpu_seconds()
+                took = time.monotonic() - cpu_began
+                rss_peak = worker.rss_peak_mb()
+            finally:
+                worker.stop()
+
+        def spread(key: str) -> dict:
+            values = [s[key] for s in samples]
+            return {"first": values[0], "last": values[-1], "max": max(values)}
+
+        return {
+            "minutes": args.soak_minutes,
+            "rate_events_per_s": rate,
+            "sent": sent,
+            "sample_every_s": SOAK_SAMPLE_S,
+            "rss_mb": spread("rss_mb"),
+            "source_lag": spread("source_lag"),
+            "merge_lag": spread("merge_lag"),
+            "source_commit_lag": spread("source_commit_lag"),
+            "merge_commit_lag": spread("merge_commit_lag"),
+            "rss_peak_mb": round(rss_peak or 0, 1),
+            "worker_cpu_pct_of_core": (
+                None
+                if cpu is None or cpu_before is None
+                else round((cpu - cpu_before) / took * 100, 1)
+            ),
+            "samples": samples,
+        }
+
+    async def lags(self, worker: Worker, topic: str) -> dict[str, int]:
+        """Records not yet committed by the source stage (input topic) and by the
+        stateful stage (the user-keyed topic)."""
+        out = {}
+        for key, name, group in (
+            ("source_lag", topic, worker.source_group),
+            ("merge_lag", f"{worker.env['APP_ID']}-by-user", worker.env["APP_ID"]),
+        ):
+            try:
+                ends = await kafka.end_offsets(self.bootstrap, name)
+            except Exception:  # the user-keyed topic before the worker made it
+                ends = {}
+            done = await kafka.committed(self.bootstrap, group, name) if ends else {}
+            out[key] = sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items())
+        return out
 
     async def mechanisms(self) -> dict:
         n = self.args.mechanism_events
@@ -252,17 +403,21 @@ class Bench:
             for name, rates in runs.items()
         }
         say("mechanisms: producer modes (Kafka transactions)...")
-        producer = await mechanisms.producer_modes(
-            self.bootstrap, self.args.mechanism_events, batch=5_000
-        )
+        producer = await mechanisms.producer_modes(self.bootstrap, n, batch=min(5_000, n))
         return {"events": n, "variants": variants, "producer": producer}
 
     async def run(self) -> dict:
-        sections = set(self.args.only.split(",")) if self.args.only else set(SECTIONS)
+        args = self.args
+        sections = set(args.only.split(",")) if args.only else set(DEFAULT_SECTIONS)
         unknown = sections - set(SECTIONS)
         if unknown:
             raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
-        args = self.args
+        if args.soak_minutes > 0:
+            sections.add("soak")
+        elif "soak" in sections:
+            raise SystemExit("the soak section needs --soak-minutes N")
+        if args.profile and "pipeline" not in sections:
+            raise SystemExit("--profile records the pipeline section's catch-up")
         result: dict = {
             "machine": report.machine(),
             "settings": {k: v for k, v in vars(args).items() if k != "out"},
@@ -287,9 +442,19 @@ class Bench:
             if "memory" in sections:
                 result["memory"] = await self.memory(args.memory_users, args.memory_events)
             if "latency" in sections:
-                result["latency"] = await self.latency()
+                result["latency"] = await self.latency(
+                    "latency", args.latency_rate, args.latency_seconds
+                )
+            if "latency10k" in sections:
+                result["latency10k"] = await self.latency(
+                    "latency10k", args.latency10k_rate, args.latency10k_seconds
+                )
+            if "lake" in sections:
+                result["lake"] = await self.lake()
             if "mechanisms" in sections:
                 result["mechanisms"] = await self.mechanisms()
+            if "soak" in sections:
+                result["soak"] = await self.soak()
         # kept when a section fails or with --keep: the workers' logs are there
         if self.args.keep:
             say(f"workers' logs and state kept in {self.work}")
@@ -308,9 +473,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-events", type=int, default=300_000)
     p.add_argument("--latency-rate", type=float, default=2_000, help="events/s")
     p.add_argument("--latency-seconds", type=float, default=60)
+    p.add_argument("--latency10k-rate", type=float, default=10_000, help="events/s")
+    p.add_argument("--latency10k-seconds", type=float, default=60)
+    p.add_argument("--lake-events", type=int, default=200_000, help="bench.lake's backlog")
     p.add_argument("--mechanism-events", type=int, default=100_000)
     p.add_argument("--repeat", type=int, default=1, help="runs of each mechanism variant")
-    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but soak)",
+    )
+    p.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=0,
+        help="add a soak of N minutes (RSS and lag every 10 s); not a default section",
+    )
+    p.add_argument("--soak-rate", type=float, default=5_000, help="the soak's events/s")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy records the worker during the pipeline catch-up (<out>-profile.txt)",
+    )
+    p.add_argument("--profile-top", type=int, default=15, help="functions listed")
     p.add_argument("--keep", action="store_true", help="keep the workers' logs and state")
     p.add_argument("--out", default="bench-results/latest", help="path prefix of .json/.md/.png")
     return p.parse_args(argv)

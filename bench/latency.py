@@ -30,10 +30,19 @@ def percentiles(values: list[float], points=(50, 95, 99)) -> dict[str, float | N
     return {k: round(v * 1000, 1) for k, v in out.items()}  # ms
 
 
+def within_2x_of_first(by_tenth: list[float | None]) -> list[bool] | None:
+    """Whether each tenth's p50 is at most twice the first tenth's (None: no first)."""
+    first = by_tenth[0] if by_tenth else None
+    if not first:
+        return None
+    return [v is not None and v <= 2 * first for v in by_tenth]
+
+
 class Probe:
     """Sends paced events stamped with wall time and records when each one shows up."""
 
-    def __init__(self, users: int) -> None:
+    def __init__(self, users: int, record: bool = True) -> None:
+        self.record = record  # False: send only (a soak's hours of events)
         self.sim = iter(
             Simulator(users, seed=7, start_ms=0, step_ms=0, late_ratio=0.0, jitter_ms=0)
         )
@@ -58,6 +67,8 @@ class Probe:
         event = dict(item.value)
         event["event_id"] = event_id = f"L{self.seq:09d}"
         event["event_time"] = int(now * 1000)
+        if not self.record:
+            return orjson.dumps(event), item.user_id.encode(), event_id
         self.sent_at[event_id] = now
         if event["event_type"] == "page_view":
             window = event["event_time"] // WINDOW_MS * WINDOW_MS
@@ -75,7 +86,8 @@ class Probe:
             self.freshness.append(at - t)
 
 
-async def _produce(bootstrap: str, topic: str, probe: Probe, rate: float, seconds: float) -> int:
+async def produce(bootstrap: str, topic: str, probe: Probe, rate: float, seconds: float) -> int:
+    """Send `rate` events/s of `probe` for `seconds`; the count sent."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
     await producer.start()
     tick = 0.01
@@ -87,9 +99,10 @@ async def _produce(bootstrap: str, topic: str, probe: Probe, rate: float, second
             while sent < due:
                 value, key, event_id = probe.next_event()
                 delivered = await producer.send(topic, value, key=key)
-                delivered.add_done_callback(
-                    lambda _, e=event_id: probe.acked_at.__setitem__(e, time.time())
-                )
+                if probe.record:
+                    delivered.add_done_callback(
+                        lambda _, e=event_id: probe.acked_at.__setitem__(e, time.time())
+                    )
                 sent += 1
             await asyncio.sleep(tick)
         await producer.flush()
@@ -165,7 +178,7 @@ async def measure(
     began = time.monotonic()
     while True:
         worker.check_alive()
-        await _produce(bootstrap, topic, warm, 50, 1.0)
+        await produce(bootstrap, topic, warm, 50, 1.0)
         recent = [warm.enriched_at[e] - warm.sent_at[e] for e in list(warm.enriched_at)[-20:]]
         if len(warm.enriched_at) > 40 and recent and max(recent) < 1.0:
             break
@@ -192,8 +205,15 @@ async def measure(
     ]
     await asyncio.sleep(0.5)  # the enriched watcher is at the end of the topic
     print(f"  latency: {rate:.0f} events/s for {seconds:.0f}s...", file=sys.stderr)
-    sent = await _produce(bootstrap, topic, probe, rate, seconds)
+    cpu_before, cpu_began = worker.cpu_seconds(), time.monotonic()
+    sent = await produce(bootstrap, topic, probe, rate, seconds)
     sent_s = time.monotonic()
+    cpu_after = worker.cpu_seconds()
+    cpu = (
+        None
+        if cpu_before is None or cpu_after is None
+        else round((cpu_after - cpu_before) / (sent_s - cpu_began) * 100, 1)
+    )
     expected_views = sum(len(v) for v in probe.views.values())
     while time.monotonic() - sent_s < 15 and (
         len(probe.enriched_at) < sent or len(probe.freshness) < expected_views
@@ -209,6 +229,8 @@ async def measure(
     for e, seen in probe.enriched_at.items():
         sent_at = probe.sent_at[e]
         slices[min(9, int((sent_at - start) / seconds * 10))].append(seen - sent_at)
+    by_tenth = [percentiles(x)["p50"] for x in slices]
+    within = within_2x_of_first(by_tenth)
     return {
         "rate_events_per_s": rate,
         "seconds": seconds,
@@ -225,7 +247,12 @@ async def measure(
         "produce_ack_ms": percentiles(
             [probe.acked_at[e] - probe.sent_at[e] for e in probe.acked_at]
         ),
-        "produce_to_enriched_p50_ms_by_tenth": [percentiles(x)["p50"] for x in slices],
+        "produce_to_enriched_p50_ms_by_tenth": by_tenth,
+        # each tenth's p50 at most twice the first tenth's: the worker kept up
+        "tenths_within_2x_of_first": within,
+        "stalled": None if within is None else not all(within),
+        # the worker's user + system CPU while the probe sent, as % of one core
+        "worker_cpu_pct_of_core": cpu,
         "page_views_sent": expected_views,
         "page_views_in_postgres": len(probe.freshness),
         "postgres_freshness_ms": percentiles(probe.freshness),

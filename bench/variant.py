@@ -1,105 +1,73 @@
-"""`python -m bench.variant NAME -A app worker ...`: the worker with one delivery
-mechanism taken out, to measure what that mechanism costs in throughput.
+"""`python -m bench.variant NAME -A app worker ...`: the worker built with one part
+swapped through the composition root, to measure what that part costs.
 
-Bench-only. Each variant is unsafe in the way its name says; none is reachable from the
-worker's own settings.
+Each variant is a function `(settings) -> (settings, build kwargs)`; the worker is
+`app.worker.build(settings, **kwargs)`. Nothing is monkeypatched.
+
+Bench-only: no setting reaches these variants.
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import sys
-import time
-import weakref
+from collections.abc import Callable
+from typing import Any
 
-import orjson
+from app.settings import Settings
+from app.sinks.lake import LakePosition
 
-from app import batch_store, ingest
-from app.sinks import lake
-
-_background: set[asyncio.Task] = set()
+NOWHERE = 2**62
 
 
-def producer_without_idempotence() -> None:
-    """Enriched, user-keyed and dead-letter records with acks=1 and no idempotence."""
-    start = ingest.IngestProcessor.start
+class NoLake:
+    """A lake that holds everything already and writes nothing."""
 
-    async def patched(self, **options):
-        await start(self, enable_idempotence=False, acks=1, **options)
+    def resume(self, partition: int) -> LakePosition:
+        return LakePosition(NOWHERE, None)
 
-    ingest.IngestProcessor.start = patched
+    def commit(self, batches, stream_times) -> None:
+        pass
 
-
-def ack_before_durable() -> None:
-    """Offsets acknowledged at the flush cut; the lake write and the delivery wait run
-    behind it, so a commit can pass records that are in neither the lake nor Kafka."""
-
-    async def flush(self):
-        async with self.flush_lock:
-            async with self.process_lock:
-                buffers = self.buffer.take()
-                held, self.held = self.held, {}
-                clocks = {
-                    p: self.sources[p].clock.stream_time for p in buffers if p in self.sources
-                }
-                self.last_flush = time.monotonic()
-                inflight = await self.sender.send_and_detach() if self.sender else []
-            for messages in held.values():
-                for msg in messages:
-                    msg.ack(self.consumer)
-
-        async def behind():
-            await asyncio.gather(*inflight)
-            await asyncio.to_thread(self._write, buffers, clocks)
-
-        task = asyncio.ensure_future(behind())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-    ingest.IngestProcessor.flush = flush
+    def maintain(self, now_ms: int) -> dict:
+        return {}
 
 
-def no_lake() -> None:
-    """No Parquet written at all: the lake's own cost, for comparison."""
-    lake.write_partition = lambda *args, **kwargs: None
+Variant = Callable[[Settings], tuple[Settings, dict[str, Any]]]
 
 
-def plain_state_writes() -> None:
-    """State keys written as their new value only, without the old value that makes a
-    half-written batch recoverable (the commit record stays, for the input offset)."""
-
-    def write(self, partition, event, changes, commit):
-        token = batch_store._current_event.set(weakref.ref(event))
-        try:
-            for name, new in changes.items():
-                key = self._key(partition, name)
-                if new is None:
-                    self.table.pop(key, None)
-                else:
-                    self.table[key] = orjson.dumps(new)
-            self.table[self._key(partition, batch_store.COMMIT)] = orjson.dumps(
-                [0, commit], option=orjson.OPT_NON_STR_KEYS
-            )
-        finally:
-            batch_store._current_event.reset(token)
-
-    batch_store.BatchStore.write = write
+def as_shipped(settings: Settings) -> tuple[Settings, dict[str, Any]]:
+    return settings, {}
 
 
-VARIANTS = {
-    "as-shipped": lambda: None,
-    "producer-without-idempotence": producer_without_idempotence,
-    "ack-before-durable": ack_before_durable,
-    "plain-state-writes": plain_state_writes,
+def no_lake(settings: Settings) -> tuple[Settings, dict[str, Any]]:
+    """No Delta Lake table: the lake's own cost, for comparison."""
+    return settings, {"lake": NoLake()}
+
+
+def commit_every_1s(settings: Settings) -> tuple[Settings, dict[str, Any]]:
+    """Source transactions every second instead of every COMMIT_INTERVAL (100 ms)."""
+    return dataclasses.replace(settings, commit_interval_ms=1000), {}
+
+
+VARIANTS: dict[str, Variant] = {
+    "as-shipped": as_shipped,
     "no-lake": no_lake,
+    "commit-every-1s": commit_every_1s,
 }
 
 
 def main() -> None:
     name, args = sys.argv[1], sys.argv[2:]
-    VARIANTS[name]()
     from faust.cli.faust import cli
 
+    import app
+    from app.settings import get_settings
+    from app.worker import build, default_to_uvloop
+
+    default_to_uvloop()
+    settings, kwargs = VARIANTS[name](get_settings())
+    app._built["worker"] = build(settings, **kwargs)
     cli(args=args, prog_name="faust")
 
 

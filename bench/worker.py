@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import kafka
@@ -17,6 +18,48 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class WorkerDied(RuntimeError):
     pass
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_ticks(pid: int) -> int | None:
+    """utime + stime + cutime + cstime of `pid`, in clock ticks."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) is in parentheses and may hold spaces: split after it
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # fields 14-17 of proc(5) (utime, stime, cutime, cstime); fields[0] is field 3
+    return sum(int(f) for f in fields[11:15])
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds used by `pid` and every live descendant (None once `pid` is gone)."""
+    own = _stat_ticks(pid)
+    if own is None:
+        return None
+    ticks, todo = own, _children(pid)
+    while todo:
+        child = todo.pop()
+        ticks += _stat_ticks(child) or 0
+        todo += _children(child)
+    return ticks / CLOCK_TICKS
 
 
 class Worker:
@@ -55,6 +98,17 @@ class Worker:
         if self.proc is None or self.proc.poll() is not None:
             raise WorkerDied(f"the worker exited; see {self.log_path}")
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the worker process and of its live descendants
+        (/proc/<pid>/stat utime + stime, plus cutime + cstime of children it reaped)."""
+        if self.proc is None:
+            return None
+        return process_cpu_seconds(self.proc.pid)
+
     def rss_peak_mb(self) -> float | None:
         return self._status_mb("VmHWM:")
 
@@ -91,15 +145,29 @@ class Worker:
             self._log.close()
             self._log = None
 
+    @property
+    def source_group(self) -> str:
+        """The source stage's consumer group (the stateful stage's is the app id)."""
+        return f"{self.env['APP_ID']}-source"
+
     async def wait_committed(
-        self, bootstrap: str, topic: str, ends: dict, label: str, timeout_s: float = 3600
+        self,
+        bootstrap: str,
+        topic: str,
+        ends: dict,
+        label: str,
+        timeout_s: float = 3600,
+        group: str | None = None,
+        on_first: Callable[[], None] | None = None,
     ) -> dict:
-        """Poll the group's commits until every partition reaches `ends`.
+        """Poll `group`'s commits (default: the source stage's) until every partition
+        reaches `ends`.
 
         Returns wall times (monotonic) of the first commit seen and of completion, and the
-        count committed at the first sighting (so a rate can exclude the start-up).
+        count committed at the first sighting (so a rate can exclude the start-up);
+        `on_first` is called at that first sighting.
         """
-        group = self.env["APP_ID"]
+        group = group or self.source_group
         total = sum(ends.values())
         first_at = first_count = None
         last_print = 0.0
@@ -112,6 +180,8 @@ class Worker:
             now = time.monotonic()
             if count and first_at is None:
                 first_at, first_count = now, count
+                if on_first is not None:
+                    on_first()
             if now - last_print >= 5:
                 last_print = now
                 print(f"  {label}: committed {count:,}/{total:,}", file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""python -m devstack {infra,up,down,env}: the local stack without Docker."""
+"""python -m devstack {infra,up,down,env,status}: the local stack without Docker."""
 
 from __future__ import annotations
 
@@ -86,6 +86,18 @@ def cmd_env(_: argparse.Namespace) -> None:
     print(path.read_text() if path.exists() else "# the stack is not up: run `make infra`")
 
 
+def cmd_status(_: argparse.Namespace) -> None:
+    running = stack.started()
+    if running:
+        print(
+            "still running (started by devstack): "
+            + ", ".join(running)
+            + ". `make down` stops them."
+        )
+    else:
+        print("devstack started no Kafka or PostgreSQL that is still running.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help="print the export lines of the running stack").set_defaults(
         func=cmd_env
     )
+    sub.add_parser(
+        "status", help="say whether the Kafka and PostgreSQL it started are still running"
+    ).set_defaults(func=cmd_status)
     # `up` passes every option it does not know to `python -m producer`
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "up":

@@ -10,7 +10,7 @@ from pathlib import Path
 from devstack import probes
 from devstack.kafka import KafkaBroker
 from devstack.postgres import PostgresServer, find_bindir
-from devstack.process import StackError, say
+from devstack.process import StackError, read_pid, say
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOTSTRAP = "localhost:9092"
@@ -151,6 +151,32 @@ def up(kafka: bool = True, postgres: bool = True) -> StackInfo:
     state.mkdir(parents=True, exist_ok=True)
     (state / "stack.env").write_text(info.exports() + "\n")
     return info
+
+
+def started() -> list[str]:
+    """What this state folder's launcher started and is still running, e.g. `Kafka at ...`.
+
+    Services that were reused (already answering elsewhere) are not listed: `down()`
+    leaves them alone too.
+    """
+    found = []
+    state = state_dir()
+    broker = KafkaBroker(state)
+    pid = broker.running_pid()
+    if pid is not None:
+        found.append(f"Kafka at 127.0.0.1:{_first_word(broker.home / 'layout.txt')} (pid {pid})")
+    server = PostgresServer(state, DEFAULT_DATABASE_URL)
+    pid = read_pid(server.data / "postmaster.pid")
+    if pid is not None:
+        found.append(f"PostgreSQL at 127.0.0.1:{_first_word(server.home / 'port.txt')} (pid {pid})")
+    return found
+
+
+def _first_word(path: Path) -> str:
+    try:
+        return path.read_text().split()[0]
+    except (OSError, IndexError):
+        return "?"
 
 
 def down() -> list[str]:

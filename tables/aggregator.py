@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import Any
 
 from tables import sessions as sm
 from tables.watermark import NO_TIME, MergedWatermark
@@ -106,7 +107,7 @@ class PartitionAggregator:
         if user is None:
             user = self.users[user_id] = UserState()
             # pruned earlier in this batch and back again: persist the new state, or the
-            # deletion would be written after it (app/merge.py) and a restore lose it
+            # deletion would be written after it (`snapshot`) and a restore lose it
             self.changes.dropped_users.discard(user_id)
         minute = tumbling_start(t_ms, MINUTE_MS)
         if minute not in user.minutes:
@@ -251,6 +252,73 @@ class PartitionAggregator:
                 self.changes.users.discard(user_id)
 
     # -- persistence ---------------------------------------------------------
+    # The state format: `snapshot` names each changed key (`pv|<start>|<url>`,
+    # `au|<start>`, `u|<user>`; None deletes it), `checkpoint` is what a batch's
+    # commit record holds, and `restore` reads both back.
+
+    def snapshot(self, changes: Changes) -> dict[str, Any]:
+        """The changed keys of one batch and their new values (None: deleted)."""
+        out: dict[str, Any] = {}
+        for key in changes.page_views:
+            if key in self.page_views:
+                out[f"pv|{key[0]}|{key[1]}"] = self.page_views[key]
+        for start in changes.active_users:
+            if start in self.active:
+                out[f"au|{start}"] = self.active[start]
+        for start, url in changes.dropped_page_views:
+            out[f"pv|{start}|{url}"] = None
+        for start in changes.dropped_active:
+            out[f"au|{start}"] = None
+        for user_id in changes.users:
+            user = self.users.get(user_id)
+            if user is not None:
+                session = [user.session.start, user.session.last] if user.session else None
+                out[f"u|{user_id}"] = [user.minutes, session, user.pending, user.closed]
+        for user_id in changes.dropped_users:
+            out[f"u|{user_id}"] = None
+        return out
+
+    def checkpoint(self, input_offset: int) -> dict[str, Any]:
+        """The clocks and positions that go with a snapshot, up to `input_offset`."""
+        return {
+            "o": input_offset,
+            "n": self.clock.sources,
+            "v": self.clock.value,
+            "m": {s: [m.watermark, m.idle] for s, m in self.clock.marks.items()},
+            "a": self.applied,
+            "late": self.late_at_merge,
+        }
+
+    def restore(
+        self, checkpoint: dict[str, Any] | None, values: dict[str, Any], wall_s: float
+    ) -> None:
+        """Load what `checkpoint` and `snapshot` wrote (values: every live key)."""
+        if checkpoint is not None:
+            self.clock.sources = checkpoint["n"]
+            for source, (watermark, idle) in checkpoint["m"].items():
+                self.clock.update(int(source), watermark, idle, checkpoint["n"], wall_s)
+            self.clock.value = max(self.clock.value, checkpoint["v"])
+            self.applied = {int(k): v for k, v in checkpoint["a"].items()}
+            self.late_at_merge = checkpoint.get("late", 0)
+            self._last_prune = self.clock.value
+        for name, value in values.items():
+            kind, _, rest = name.partition("|")
+            if kind == "pv":
+                start, _, url = rest.partition("|")
+                self.page_views[(int(start), url)] = value
+            elif kind == "au":
+                self.active[int(rest)] = value
+            elif kind == "u":
+                minutes, session, pending, closed = value
+                self.restore_user(
+                    rest,
+                    UserState(
+                        minutes,
+                        sm.OpenSession(*session) if session else None,
+                        [tuple(p) for p in pending],
+                        closed,
+                    ),
+                )
 
     def take_changes(self) -> Changes:
         self._drop_retired()

@@ -1,4 +1,4 @@
-"""Per-user session state machine (SPEC section 3). Pure: no Kafka, no tables.
+"""Per-user session state machine (docs/contract.md, Sessions). Pure: no Kafka, no tables.
 
 Events of one user are applied in event-time order once the merged watermark has
 passed them, so the result does not depend on how source partitions interleave.

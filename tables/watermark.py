@@ -1,6 +1,6 @@
 """Event-time clocks: per source partition stream time and the merged watermark.
 
-SPEC section 2. A source clock judges lateness where the record is read; a merged
+docs/contract.md, Event time. A source clock judges lateness where the record is read; a merged
 watermark is the minimum over the source partitions that can still send, so a
 window closes only when every source has passed its end.
 """

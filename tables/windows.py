@@ -38,3 +38,11 @@ def new_window_starts_for_minute(
         for start in hopping_starts(minute, size_ms, hop_ms)
         if not any(start <= m < start + size_ms for m in user_minutes)
     ]
+
+
+def layout_tag() -> str:
+    """The window sizes as a name part: state kept under another layout is not reused."""
+    return (
+        f"pv{PAGE_VIEW_WINDOW_MS // 1000}s-au{ACTIVE_USERS_WINDOW_MS // 1000}s"
+        f"-hop{ACTIVE_USERS_HOP_MS // 1000}s"
+    )

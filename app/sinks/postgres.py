@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
-from app.settings import database_dsn, get_settings, mask_url, redact, url_secrets
+from app.settings import database_dsn, mask_url, redact, url_secrets
+from app.throttle import Backoff
+from app.timeutil import utc_datetime
 from tables.aggregator import Changes
+from tables.windows import ACTIVE_USERS_WINDOW_MS, PAGE_VIEW_WINDOW_MS
 
 log = logging.getLogger(__name__)
 DDL = Path(__file__).with_name("init-db.sql")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOCK_KEY = 0x41435456  # "ACTV"
 
 UPSERT_PV_PARTIAL = """
@@ -29,9 +30,12 @@ INSERT INTO page_view_count_partials (window_start, page_url, part, view_count)
 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::int[], $4::bigint[])
 ON CONFLICT (window_start, page_url, part) DO UPDATE SET view_count = EXCLUDED.view_count
 """
+PV_WINDOW_S = PAGE_VIEW_WINDOW_MS // 1000
+AU_WINDOW_S = ACTIVE_USERS_WINDOW_MS // 1000
 ROLLUP_PV = """
 INSERT INTO page_view_counts (window_start, window_end, page_url, view_count, updated_at)
-SELECT p.window_start, p.window_start + interval '1 minute', p.page_url, sum(p.view_count), now()
+SELECT p.window_start, p.window_start + make_interval(secs => $3), p.page_url,
+       sum(p.view_count), now()
 FROM page_view_count_partials p
 JOIN unnest($1::timestamptz[], $2::text[]) AS k(ws, url) ON p.window_start = k.ws
   AND p.page_url = k.url
@@ -46,7 +50,7 @@ ON CONFLICT (window_start, part) DO UPDATE SET user_count = EXCLUDED.user_count
 """
 ROLLUP_AU = """
 INSERT INTO active_users (window_start, window_end, active_user_count, updated_at)
-SELECT p.window_start, p.window_start + interval '5 minutes', sum(p.user_count), now()
+SELECT p.window_start, p.window_start + make_interval(secs => $2), sum(p.user_count), now()
 FROM active_user_partials p WHERE p.window_start = ANY($1::timestamptz[])
 GROUP BY p.window_start
 ON CONFLICT (window_start) DO UPDATE
@@ -65,8 +69,7 @@ ON CONFLICT (user_id, session_start_time) DO UPDATE
 """
 
 
-def ts(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
+ts = utc_datetime
 
 
 class PendingRows:
@@ -113,20 +116,20 @@ class PendingRows:
             mine.update(merged)
 
 
-_FROM_SETTINGS = object()
-
-
 class PostgresSink:
     def __init__(
-        self, database_url: str, flush_ms: int = 500, ssl_rootcert: object = _FROM_SETTINGS
+        self,
+        database_url: str,
+        flush_ms: int = 500,
+        ssl_rootcert: str | None = None,
+        guard=None,
     ) -> None:
+        self.guard = guard  # app.stateful.stall.StallGuard: holds writes after a stall
         self.database_url = database_url
         # Only the masked form is ever logged or shown; error texts are redacted too.
         self.target = mask_url(database_url)
         self._secrets = url_secrets(database_url)
-        if ssl_rootcert is _FROM_SETTINGS:  # app/runtime.py does not pass it (yet)
-            ssl_rootcert = get_settings().database_ssl_rootcert
-        self.ssl_rootcert: str | None = ssl_rootcert  # type: ignore[assignment]
+        self.ssl_rootcert = ssl_rootcert
         self.flush_s = flush_ms / 1000
         self.pending = PendingRows()
         # partition -> newest merge batch whose rows are all in PostgreSQL
@@ -142,7 +145,6 @@ class PostgresSink:
         self.last_error_at: float | None = None
         self.last_success_at: float | None = None
         self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
 
     def add(self, part: int, changes: Changes, batch: int) -> None:
         self.pending.add(part, changes, batch)
@@ -214,31 +216,35 @@ class PostgresSink:
         self.last_error = redact(f"{type(exc).__name__}: {exc}", *self._secrets)
 
     async def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 if self.pool is None:
                     await self.connect()
                 await asyncio.sleep(self.flush_s)
                 await self.flush()
-                backoff = 0.5
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._failed(exc)
+                delay = backoff.next()
                 log.warning(
                     "postgres: write to %s failed (%s); retrying in %.1fs, %d rows kept",
                     self.target,
                     self.last_error,
-                    backoff,
+                    delay,
                     len(self.pending),
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(delay)
 
     async def flush(self) -> None:
         if not self.pending:
             return
+        if self.guard is not None and not self.guard.alive():
+            await self.guard.settled()  # the rebalance drops rows of partitions given away
+            if not self.pending:
+                return
         batch, self.pending = self.pending, PendingRows()
         started = time.monotonic()
         try:
@@ -269,14 +275,16 @@ class PostgresSink:
                     [batch.page_views[k] for k in keys],
                 )
                 windows = sorted({(k[0], k[1]) for k in keys})
-                await conn.execute(ROLLUP_PV, [ts(w[0]) for w in windows], [w[1] for w in windows])
+                await conn.execute(
+                    ROLLUP_PV, [ts(w[0]) for w in windows], [w[1] for w in windows], PV_WINDOW_S
+                )
             if batch.active:
                 keys = list(batch.active)
                 starts = [ts(k[0]) for k in keys]
                 await conn.execute(
                     UPSERT_AU_PARTIAL, starts, [k[1] for k in keys], [batch.active[k] for k in keys]
                 )
-                await conn.execute(ROLLUP_AU, sorted(set(starts)))
+                await conn.execute(ROLLUP_AU, sorted(set(starts)), AU_WINDOW_S)
             if batch.sessions:
                 rows = list(batch.sessions.values())
                 await conn.execute(

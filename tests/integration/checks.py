@@ -8,9 +8,11 @@ from collections import Counter
 
 import asyncpg
 import orjson
-import pyarrow.dataset as ds
+import pyarrow as pa
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 from tests.integration import scenario
 
@@ -141,10 +143,10 @@ async def source_offsets(bootstrap: str, topic: str) -> set[tuple[int, int]]:
 def lake_offsets(lake_dir) -> list[tuple[int, int]]:
     """(kafka_partition, kafka_offset) of every lake row, duplicates kept."""
     try:
-        table = ds.dataset(str(lake_dir), format="parquet", partitioning="hive").to_table(
-            columns=["kafka_partition", "kafka_offset"]
+        table = pa.table(
+            DeltaTable(str(lake_dir)).to_pyarrow_table(columns=["kafka_partition", "kafka_offset"])
         )
-    except (FileNotFoundError, OSError):
+    except TableNotFoundError:
         return []
     return list(
         zip(table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True)

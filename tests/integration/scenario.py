@@ -1,6 +1,7 @@
 """A seeded activity scenario and its expected rows, computed independently of the pipeline.
 
-The expectation follows SPEC sections 2-3 directly (lateness per source partition in
+The expectation follows docs/contract.md (Event time, Windows and tables, Sessions)
+directly (lateness per source partition in
 send order, 1-minute counts, 5-minute distinct users every minute, session rules) and
 shares no code with app/ or tables/.
 """

@@ -1,7 +1,7 @@
-"""Issue 4, item 3: bad input goes to the DLQ as sent; valid input next to it flows on.
+"""Bad input goes to the DLQ as sent; valid input next to it flows on.
 
-A seeded corpus of malformed records (SPEC section 6) mixed with valid ones in
-every accepted shape (SPEC section 1) is produced to a 4-partition input topic,
+A seeded corpus of malformed records (docs/contract.md, Bad input) mixed with valid
+ones in every accepted shape (docs/contract.md, Input) is produced to a 4-partition input topic,
 part before and part after one worker starts. Then:
 
 - every bad record is in the DLQ exactly once, with its original key and value
@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pyarrow as pa
-import pyarrow.dataset as ds
 from aiokafka import AIOKafkaProducer
+from deltalake import DeltaTable
 
 from tests.integration.checks import lake_offsets, read_topic
 from tests.integration.conftest import create_topic, wait_for
@@ -336,12 +336,24 @@ def epoch_ms(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
+def expected_lateness(good: list) -> dict[tuple[int, int], bool]:
+    """Late = older than its partition's largest earlier event_time minus 2 minutes."""
+    late = {}
+    stream_time: dict[int, int] = {}
+    for sent in sorted(good, key=lambda r: r.position):
+        t = epoch_ms(datetime.fromisoformat(str(sent.fields["event_time"]).replace("Z", "+00:00")))
+        top = stream_time.get(sent.partition)
+        late[sent.position] = top is not None and t < top - 120_000
+        stream_time[sent.partition] = t if top is None else max(top, t)
+    return late
+
+
 def lake_rows(lake_dir) -> dict[tuple[int, int], tuple[int, str | None]]:
     """(kafka_partition, kafka_offset) -> (event_time in epoch ms, extra) for every lake row."""
-    table = ds.dataset(str(lake_dir), format="parquet", partitioning="hive").to_table(
+    table = DeltaTable(str(lake_dir)).to_pyarrow_table(
         columns=["kafka_partition", "kafka_offset", "event_time", "extra"]
     )
-    times = table["event_time"].cast(pa.int64()).to_pylist()
+    times = table["event_time"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
     return {
         (p, o): (t, extra)
         for p, o, t, extra in zip(
@@ -450,6 +462,7 @@ async def test_bad_records_are_dead_lettered_as_sent_and_valid_ones_flow_on(
         sent = by_position.get(position)
         if sent is None or not sent.valid:
             problems.append(f"enriched holds {position}: {sent.name if sent else 'nothing'}")
+    late = expected_lateness(good)
     for sent in good:
         copies = enriched_by_source.get(sent.position, [])
         if len(copies) != 1:
@@ -458,7 +471,12 @@ async def test_bad_records_are_dead_lettered_as_sent_and_valid_ones_flow_on(
         out = copies[0]
         value = orjson.loads(out.value)
         processing = value.pop("processing_time", None)
-        want = {**sent.fields, "kafka_partition": sent.partition, "kafka_offset": sent.offset}
+        want = {
+            **sent.fields,
+            "kafka_partition": sent.partition,
+            "kafka_offset": sent.offset,
+            "late": late[sent.position],
+        }
         if value != want:
             differ = {
                 k: (value.get(k), want.get(k))

@@ -1,4 +1,4 @@
-"""Issue 7: faults against the real stack, with a worker running and events flowing.
+"""Faults against the real stack, with a worker running and events flowing.
 
 - PostgreSQL stopped for 30 s mid-run (devstack's own server, started again after);
 - the Kafka broker stopped and started again on the same port and data dir (and, marked
@@ -452,9 +452,12 @@ async def test_kafka_broker_restart_mid_run_loses_and_doubles_nothing(
 # -- 3. Lake disk trouble ---------------------------------------------------------------------
 
 
-async def test_lake_write_failure_holds_offsets_until_repaired(
+async def test_lake_write_failure_keeps_rows_until_repaired(
     bootstrap, pipeline_env, start_worker, tmp_path
 ):
+    """The lake is not part of the Kafka transactions: while it cannot be written, the
+    Kafka outputs go on, the rows wait in memory (and are read again by a new owner),
+    and after the repair the lake holds every offset exactly once."""
     per_partition, expected, total = build(seed=17, users=200, span_min=30)
     topic, group = pipeline_env["INPUT_TOPIC"], pipeline_env["APP_ID"]
     lake_dir = Path(pipeline_env["LAKE_DIR"])
@@ -489,27 +492,18 @@ async def test_lake_write_failure_holds_offsets_until_repaired(
         detected_s = time.monotonic() - broken_at
         assert "Error" in health["checks"]["lake"]["error"], health
 
-        in_lake_before = Counter(lake_offsets(away))
-        lake_max = {p: max(o for q, o in in_lake_before if q == p) for p, _ in in_lake_before}
-        samples = []
-        for _ in range(5):  # ~10 s of trouble: nothing may be committed past the lake
-            samples.append(await committed_offsets(bootstrap, group, topic))
-            for p, offset in samples[-1].items():
-                assert offset <= lake_max.get(p, -1) + 1, (
-                    f"partition {p}: committed {offset} but the lake ends at {lake_max.get(p)}"
-                )
+        async def kafka_went_on():
             assert worker.alive(), f"worker died with the lake broken:\n{worker.tail()}"
-            await asyncio.sleep(2)
-        assert samples[-1] == samples[1], f"committed offsets moved while broken: {samples}"
+            got = await committed_offsets(bootstrap, group, topic)
+            return True if got == high else f"committed {got}, end {high}"
+
+        await wait_for(kafka_went_on, timeout=60, interval=1, what="Kafka outputs to the end")
+        in_lake_while_broken = Counter(lake_offsets(away))
+        assert len(in_lake_while_broken) < total, "the broken lake was written"
         _, stats = await api(worker, "/api/stats")
         lake_stats = stats["lake"]
         assert lake_stats["errors"] > 0 and lake_stats["ok"] is False, lake_stats
-        read = sum(
-            s["last_read_offset"] + 1
-            for s in stats["sources"]
-            if s["assigned"] and s["last_read_offset"] is not None
-        )
-        assert read > sum(samples[-1].values()), "the worker read nothing past the commit"
+        assert lake_stats["buffered_rows"] >= total - len(in_lake_while_broken), lake_stats
         _, text = await api(worker, "/metrics")
         assert metric(text, "lake_up") == 0
         errors_while_broken = lake_stats["errors"]
@@ -523,12 +517,6 @@ async def test_lake_write_failure_holds_offsets_until_repaired(
 
     in_lake = await lake_exactly_once(worker, lake_dir, total, timeout=90)
     landed_s = time.monotonic() - repaired_at
-
-    async def committed_to_end():
-        got = await committed_offsets(bootstrap, group, topic)
-        return True if got == high else f"committed {got}, end {high}"
-
-    await wait_for(committed_to_end, timeout=60, interval=1, what="offsets committed to the end")
     status, health = await api(worker, "/api/health")
     assert status == 200 and health["checks"]["lake"]["ok"], health
     await converge(worker, pipeline_env["DATABASE_URL"], expected, timeout=120)
@@ -537,9 +525,8 @@ async def test_lake_write_failure_holds_offsets_until_repaired(
     assert_no_secret(log, ":password@")
     print(
         f"\nlake broken {broken_s:.1f}s: error visible after {detected_s:.1f}s, "
-        f"{errors_while_broken} failed writes, committed offsets held at "
-        f"{sum(samples[-1].values())} of {total}; after repair all {len(in_lake)} offsets "
-        f"in the lake once within {landed_s:.1f}s"
+        f"{errors_while_broken} failed writes, Kafka outputs committed to the end meanwhile; "
+        f"after repair all {len(in_lake)} offsets in the lake once within {landed_s:.1f}s"
     )
 
 

@@ -1,4 +1,4 @@
-"""Issue 2: the real services the launcher provides, and how it refuses bad situations."""
+"""The real services the launcher (devstack) provides, and how it refuses bad situations."""
 
 from __future__ import annotations
 

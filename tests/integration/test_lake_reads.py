@@ -1,4 +1,4 @@
-"""Issue 4, item 4 (lake reads): the Parquet lake as pyarrow.dataset and DuckDB see it.
+"""The lake (a Delta table) as deltalake/pyarrow and DuckDB see it while a worker writes.
 
 A few thousand valid events whose event times span three past UTC dates (most
 of them late by the time they are read: late events still belong in the lake)
@@ -27,8 +27,8 @@ from pathlib import Path
 import duckdb
 import orjson
 import pyarrow as pa
-import pyarrow.dataset as ds
 from aiokafka import AIOKafkaProducer
+from deltalake import DeltaTable
 
 from tests.integration.conftest import create_topic, wait_for
 
@@ -119,19 +119,21 @@ async def produce_paced(bootstrap: str, topic: str, events: list[tuple[Sent, dic
 
 
 def read_with_pyarrow(lake_dir: str) -> pa.Table:
-    return ds.dataset(lake_dir, format="parquet", partitioning="hive").to_table()
+    return DeltaTable(lake_dir).to_pyarrow_dataset().to_table()
 
 
 def read_with_duckdb(lake_dir: str, select: str) -> list[tuple]:
-    files = f"{lake_dir}/**/*.parquet".replace("'", "''")
-    source = f"read_parquet('{files}', hive_partitioning = true)"
+    lake = DeltaTable(lake_dir).to_pyarrow_dataset()
     with duckdb.connect() as con:
-        return con.execute(select.format(lake=source)).fetchall()
+        con.register("lake", lake)
+        return con.execute(select.format(lake="lake")).fetchall()
 
 
 def hidden_or_temporary_files(lake_dir: str) -> list[str]:
     found = []
     for folder, _, names in os.walk(lake_dir):
+        if os.path.basename(folder) == "_delta_log":
+            continue
         found += [os.path.join(folder, n) for n in names if n.startswith(".") or "tmp" in n]
     return found
 
@@ -155,8 +157,8 @@ async def test_lake_reads_back_per_utc_date_with_pyarrow_and_duckdb(
     async def lake_complete():
         """Both readers poll the lake while it is being written: no half file may show."""
         assert worker.alive(), f"worker died:\n{worker.tail()}"
-        if not any(Path(lake_dir).glob("event_date=*/*.parquet")):
-            return "no lake file yet"
+        if not (Path(lake_dir) / "_delta_log").exists():
+            return "no lake table yet"
         rows = read_with_pyarrow(lake_dir).num_rows
         (distinct,) = read_with_duckdb(
             lake_dir, "SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM {lake}"
@@ -173,9 +175,9 @@ async def test_lake_reads_back_per_utc_date_with_pyarrow_and_duckdb(
 
     # -- the files ------------------------------------------------------------------
     assert hidden_or_temporary_files(lake_dir) == []
-    folders = sorted(p.name for p in Path(lake_dir).iterdir())
+    folders = sorted(p.name for p in Path(lake_dir).iterdir() if p.name != "_delta_log")
     assert folders == sorted(f"event_date={d}" for d in sent_by_date)
-    for folder in Path(lake_dir).iterdir():
+    for folder in Path(lake_dir).glob("event_date=*"):
         assert all(f.suffix == ".parquet" for f in folder.iterdir()), list(folder.iterdir())
 
     # -- pyarrow.dataset ---------------------------------------------------------------
@@ -185,11 +187,12 @@ async def test_lake_reads_back_per_utc_date_with_pyarrow_and_duckdb(
     for column in ("kafka_partition", "kafka_offset", "processing_time"):
         assert column in table.column_names
         assert table[column].null_count == 0, column
-    assert table.schema.field("event_time").type == pa.timestamp("ms", tz="UTC")
+    # Delta's timestamp is in microseconds; the values are whole milliseconds
+    assert table.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
     rows = zip(
         table["kafka_partition"].to_pylist(),
         table["kafka_offset"].to_pylist(),
-        table["event_time"].cast(pa.int64()).to_pylist(),
+        [t // 1000 for t in table["event_time"].cast(pa.int64()).to_pylist()],
         [str(d) for d in table["event_date"].to_pylist()],
         table["user_id"].to_pylist(),
         table["event_type"].to_pylist(),

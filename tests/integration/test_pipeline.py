@@ -1,7 +1,7 @@
-"""Issue 3: the worker's rows equal an independently computed expectation.
+"""The worker's rows equal an independently computed expectation.
 
 Keyed and unkeyed input, one and two workers, a backlog read at full speed and a
-live stream: all must give exactly the same rows (SPEC section 2).
+live stream: all must give exactly the same rows (docs/contract.md, Watermark).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 5: the worker's web views, against a running worker on real Kafka and PostgreSQL.
+"""The worker's web views (docs/web.md), against a running worker on real Kafka and PostgreSQL.
 
 A seeded scenario (tests/integration/scenario.py) plus bad records of known reasons is
 produced; once PostgreSQL holds exactly the expected rows, every endpoint must agree
@@ -60,7 +60,7 @@ async def check_stats(api: Api, plan: Plan, got: scenario.Expected, port: int) -
     assert "this worker" in stats["scope"]
     assert stats["worker"]["id"] == f"{socket.gethostname()}:{port}"
     assert stats["worker"]["port"] == port
-    assert stats["worker"]["event_loop"] == "uvloop"  # the worker's default (app/faust_app.py)
+    assert stats["worker"]["event_loop"] == "uvloop"  # the worker's default (app/worker.py)
     totals = stats["totals"]
     assert totals["events"] == sum(plan.valid)
     assert totals["late"] == plan.expected.late

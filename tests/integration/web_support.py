@@ -191,7 +191,9 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict, float]]]:
             labels = dict(LABEL.findall(match["labels"] or ""))
             samples.setdefault(match["name"], []).append((labels, float(match["value"])))
     for name in samples:
-        assert name in types, f"{name} has no # TYPE line"
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        typed = name in types or types.get(family) == "histogram"
+        assert typed, f"{name} has no # TYPE line"
     for counter in ("events_processed_total", "late_events_total", "dead_letters_total"):
         assert types.get(counter) == "counter", counter
     return samples

@@ -1,4 +1,6 @@
-"""docker-compose.yml and .env.example agree with the code (SPEC sections 7 and 8).
+"""docker-compose.yml and .env.example agree with the code.
+
+The settings and commands they must match: docs/contract.md, Configuration and Commands.
 
 No Docker engine is needed: the file is parsed with PyYAML, and `docker compose
 config` (a client-side check) runs only where the compose CLI is installed.
@@ -65,7 +67,7 @@ def _compose_cli() -> list[str] | None:
             )
         except (OSError, subprocess.TimeoutExpired):
             continue
-        # Compose v1 (Python, `docker-compose version 1.29`) predates parts of the spec.
+        # Compose v1 (Python, `docker-compose version 1.29`) predates parts of the file format.
         if probe.returncode == 0 and not re.search(r"version v?1\.", probe.stdout):
             return cli
     return None

@@ -1,4 +1,4 @@
-"""Input records (SPEC sections 1 and 6): decode, event-time parsing, ISO output."""
+"""Input records (docs/contract.md, Input and Bad input): decode, event-time parsing, ISO output."""
 
 import json
 from datetime import UTC, datetime, timedelta

@@ -1,7 +1,9 @@
-"""Settings from the environment (SPEC section 7), transport security and secrets."""
+"""Settings from the environment, transport security and secrets.
+
+The variables and their defaults: docs/contract.md, Configuration.
+"""
 
 import ast
-import asyncio
 import re
 import shutil
 import ssl
@@ -257,33 +259,18 @@ def test_a_missing_certificate_file_fails_at_startup():
         kafka_ssl_context(s)
 
 
-def test_ingest_producer_gets_the_security_options(monkeypatch):
-    """IngestProcessor.start() hands the same options to its own AIOKafkaProducer."""
-    import app.ingest
+def test_source_producers_get_the_security_options():
+    """The source stage hands the same options to its transactional producers."""
+    from app.source.service import SourceStage
+    from app.stats import Stats
 
-    created = {}
-
-    class FakeProducer:
-        def __init__(self, **kwargs):
-            created.update(kwargs)
-
-        async def start(self):
-            pass
-
-        async def partitions_for(self, topic):
-            return {0, 1, 2, 3}
-
-    monkeypatch.setattr(app.ingest, "AIOKafkaProducer", FakeProducer)
-    processor = object.__new__(app.ingest.IngestProcessor)  # constructor-independent
-    processor.settings = Settings.from_env(SASL)
-    processor.sender = None
-    processor._start_lock = asyncio.Lock()
-    asyncio.run(processor.start())
+    stage = SourceStage(Settings.from_env(SASL), Stats(), lake=None)
+    created = stage._producer_options()
     assert created["security_protocol"] == "SASL_PLAINTEXT"
     assert created["sasl_mechanism"] == "PLAIN"
     assert created["sasl_plain_username"] == "pipeline"
     assert created["sasl_plain_password"] == "kafka-s3cret"
-    assert created["enable_idempotence"] is True and created["acks"] == "all"
+    assert created["acks"] == "all"
     # A broker outage longer than aiokafka's default 40 s must not expire its batches.
     assert created["request_timeout_ms"] >= 600_000
 
@@ -396,7 +383,7 @@ def _sql_problems(path: Path) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("relative", ["app/sinks/postgres.py", "app/queries.py"])
+@pytest.mark.parametrize("relative", ["app/sinks/postgres.py", "app/web/queries.py"])
 def test_sql_is_constant_text_with_parameters(relative):
     assert _sql_problems(ROOT / relative) == []
 

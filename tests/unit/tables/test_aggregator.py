@@ -19,7 +19,7 @@ T = 1_769_679_060_000  # 2026-01-29T09:31:00Z, a minute boundary
 
 
 class Driver:
-    """Feeds one aggregator the way app/merge.py does, numbering offsets per source."""
+    """Feeds one aggregator the way app/stateful/processor.py does, numbering offsets per source."""
 
     def __init__(self, sources: int = 1) -> None:
         self.sources = sources
@@ -345,10 +345,8 @@ def test_a_user_dropped_and_back_in_the_same_batch_is_kept_not_deleted():
     assert "u1" in d.agg.users
     assert changes.users == {"u1"}
     assert "u1" not in changes.dropped_users
-    # what app/merge.py persists for it: the new state, not a deletion
-    from app.merge import MergeProcessor
-
-    assert MergeProcessor._serialise(d.agg, changes)["u|u1"] is not None
+    # what is persisted for it: the new state, not a deletion
+    assert d.agg.snapshot(changes)["u|u1"] is not None
 
 
 # -- brute force ---------------------------------------------------------------
@@ -388,7 +386,7 @@ def brute_active_users(events: list[Ev]) -> dict:
 
 
 def brute_sessions(events: list[Ev]) -> dict:
-    """SPEC section 3 session rules, applied per user in event-time order."""
+    """The session rules of docs/contract.md, Sessions, applied per user in event-time order."""
     rows = {}
     for user in {e.user for e in events}:
         start = last = None

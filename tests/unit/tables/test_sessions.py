@@ -1,4 +1,4 @@
-"""Per-user session state machine (SPEC section 3, session rules)."""
+"""Per-user session state machine (docs/contract.md, Sessions)."""
 
 from tables.sessions import ACTIVE, ENDED, TIMED_OUT, OpenSession, SessionRow, apply, expire
 

@@ -1,4 +1,7 @@
-"""Source stream time, lateness at the source, and the merged watermark (SPEC section 2)."""
+"""Source stream time, lateness at the source, and the merged watermark.
+
+The rules: docs/contract.md, Watermark, Lateness and Idle partitions.
+"""
 
 from tables.watermark import NO_TIME, MergedWatermark, SourceClock
 

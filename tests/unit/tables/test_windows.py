@@ -1,4 +1,7 @@
-"""Window arithmetic: UTC-minute aligned tumbling and hopping windows (SPEC section 3)."""
+"""Window arithmetic: UTC-minute aligned tumbling and hopping windows.
+
+The windows: docs/contract.md, Windows and tables.
+"""
 
 from datetime import UTC, datetime
 

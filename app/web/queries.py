@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-MINUTE = timedelta(minutes=1)
-ACTIVE_WINDOW = timedelta(minutes=5)
+from tables.windows import ACTIVE_USERS_HOP_MS, ACTIVE_USERS_WINDOW_MS
+
+MINUTE = timedelta(milliseconds=ACTIVE_USERS_HOP_MS)
+ACTIVE_WINDOW = timedelta(milliseconds=ACTIVE_USERS_WINDOW_MS)
 TIMEOUT_S = 10  # per statement
 
 NEWEST_MINUTE = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.prometheus import render
+from app.web.prometheus import render
 
 SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+-]+$")
 
@@ -12,7 +12,8 @@ SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+-]+$")
 def snapshot(**overrides) -> dict:
     snap = {
         "worker": {"id": "host:6066", "app_id": "activity-pipeline", "uptime_s": 12.5},
-        "totals": {"skipped_already_in_lake": 3},
+        "totals": {"transactions_committed": 3, "transactions_aborted": 0},
+        "latency": {"buckets": [[0.05, 2], [0.1, 5], ["+Inf", 6]], "sum_s": 0.4, "count": 6},
         "dead_letter_reasons": {"invalid_json": 2, 'we"ird\\reason\n': 1},
         "sources": [
             {
@@ -62,7 +63,9 @@ def test_every_sample_line_is_valid_and_typed() -> None:
             typed.add(line.split()[2])
         elif not line.startswith("# "):
             assert SAMPLE.match(line), line
-            assert line.split("{")[0].split(" ")[0] in typed, line
+            series = line.split("{")[0].split(" ")[0]
+            family = re.sub(r"_(bucket|sum|count)$", "", series)
+            assert series in typed or family in typed, line
 
 
 def test_counters_and_gauges() -> None:
@@ -75,7 +78,11 @@ def test_counters_and_gauges() -> None:
     assert 'consumer_lag{stage="source",partition="0"} 4' in text
     assert 'open_sessions{partition="0"} 7' in text
     assert "sink_write_latency_seconds 0.0125" in text
-    assert "records_skipped_total 3" in text
+    assert "transactions_committed_total 3" in text
+    assert "# TYPE end_to_end_latency_seconds histogram" in text
+    assert 'end_to_end_latency_seconds_bucket{le="0.1"} 5' in text
+    assert 'end_to_end_latency_seconds_bucket{le="+Inf"} 6' in text
+    assert "end_to_end_latency_seconds_count 6" in text
 
 
 def test_unknown_values_are_left_out_and_labels_escaped() -> None:

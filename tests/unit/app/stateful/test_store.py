@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from app.batch_store import BatchStore
+from app.stateful.store import BatchStore
 
 
 class Sent:

@@ -35,6 +35,16 @@ class Exposition:
             series = f"{name}{{{label_text}}}" if label_text else name
             self.lines.append(f"{series} {_number(value)}")
 
+    def histogram(self, name: str, help_text: str, snap: dict) -> None:
+        """`snap`: {"buckets": [[upper bound, cumulative count], ...], "sum_s", "count"}."""
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} histogram")
+        for bound, count in snap["buckets"]:
+            le = bound if isinstance(bound, str) else _number(float(bound))
+            self.lines.append(f'{name}_bucket{{le="{le}"}} {count}')
+        self.lines.append(f"{name}_sum {_number(float(snap['sum_s']))}")
+        self.lines.append(f"{name}_count {snap['count']}")
+
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
 
@@ -83,11 +93,25 @@ def render(snap: dict) -> str:
         [({"reason": r}, n) for r, n in snap["dead_letter_reasons"].items()],
     )
     out.add(
-        "records_skipped_total",
+        "transactions_committed_total",
         "counter",
-        "Records skipped after an assignment because the lake already holds them.",
-        [({}, snap["totals"]["skipped_already_in_lake"])],
+        "Kafka transactions committed by the source stage (outputs plus source offsets).",
+        [({}, snap["totals"].get("transactions_committed"))],
     )
+    out.add(
+        "transactions_aborted_total",
+        "counter",
+        "Kafka transactions aborted and read again from the last committed offset.",
+        [({}, snap["totals"].get("transactions_aborted"))],
+    )
+    latency = snap.get("latency")
+    if latency:
+        out.histogram(
+            "end_to_end_latency_seconds",
+            "From an input record's Kafka timestamp to the commit of the transaction that "
+            "made its enriched record, dead letter and forward visible.",
+            latency,
+        )
     out.add(
         "source_stream_time_seconds",
         "gauge",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from faust.types import TP
 
-from app.queries import iso
+from app.web.queries import iso
 from tables.watermark import NO_TIME
 
 SCOPE = (
@@ -89,20 +89,37 @@ def assignment(consumer) -> set[TP]:
         return set()
 
 
-async def snapshot(app, settings, stats, ingest, merge, sink) -> dict:
+def assigned_partitions(worker) -> int:
+    """Source and user-keyed partitions this worker holds now."""
+    source = worker.source.consumer
+    return len(assignment(worker.app.consumer)) + (len(assignment(source)) if source else 0)
+
+
+async def snapshot(worker) -> dict:
     """The `/api/stats` document."""
-    consumer = app.consumer
-    assigned = assignment(consumer)
-    source_parts = sorted(tp.partition for tp in assigned if tp.topic == settings.input_topic)
-    user_parts = sorted(tp.partition for tp in assigned if tp.topic == settings.internal_topic)
-    tps = [TP(settings.input_topic, p) for p in source_parts]
-    tps += [TP(settings.internal_topic, p) for p in user_parts]
-    offsets = await consumer_offsets(consumer, tps)
+    app, settings, stats = worker.app, worker.settings, worker.stats
+    source, merge, sink = worker.source, worker.merge, worker.postgres
+    user_assigned = assignment(app.consumer)
+    source_assigned = assignment(source.consumer) if source.consumer else set()
+    source_parts = sorted(
+        tp.partition for tp in source_assigned if tp.topic == settings.input_topic
+    )
+    user_parts = sorted(tp.partition for tp in user_assigned if tp.topic == settings.internal_topic)
+    offsets = {}
+    if source.consumer is not None:
+        offsets.update(
+            await consumer_offsets(
+                source.consumer, [TP(settings.input_topic, p) for p in source_parts]
+            )
+        )
+    offsets.update(
+        await consumer_offsets(app.consumer, [TP(settings.internal_topic, p) for p in user_parts])
+    )
 
     sources = []
     for partition in sorted(set(source_parts) | set(stats.partitions)):
         counted = stats.partitions.get(partition)
-        src = ingest.sources.get(partition)
+        src = source.readers.get(partition)
         if src is not None:
             stream_time, watermark = src.clock.stream_time, src.clock.watermark
         elif counted is not None:
@@ -110,6 +127,7 @@ async def snapshot(app, settings, stats, ingest, merge, sink) -> dict:
         else:
             stream_time = watermark = None
         high, pos = offsets.get(TP(settings.input_topic, partition), (None, None))
+        committed = source.checkpoints.committed.get(partition) if source.checkpoints else None
         sources.append(
             {
                 "partition": partition,
@@ -120,6 +138,7 @@ async def snapshot(app, settings, stats, ingest, merge, sink) -> dict:
                 "position": pos,
                 "consumer_lag": _lag(high, pos),
                 "last_read_offset": None if src is None or src.last_read < 0 else src.last_read,
+                "committed_offset": committed[0] if committed else None,
                 "events": counted.events if counted else 0,
                 "late": counted.late if counted else 0,
                 "dead_letters": counted.dead_letters if counted else 0,
@@ -148,14 +167,18 @@ async def snapshot(app, settings, stats, ingest, merge, sink) -> dict:
 
     totals = dict(stats.totals)
     totals["records"] = totals["events"] + totals["dead_letters"]
-    totals["skipped_already_in_lake"] = stats.skipped
-    totals["rereads_over_holes"] = stats.rereads
+    totals["transactions_committed"] = source.checkpoints.commits if source.checkpoints else 0
+    totals["transactions_aborted"] = source.aborts
+    totals["commits_refused_by_fence"] = source.refused_by_fence
+    totals["transaction_verification_retries"] = source.verification_retries.count
     totals["late_at_merge"] = sum(p["late_at_merge"] for p in user_partitions)
     totals["open_sessions"] = sum(p["open_sessions"] for p in user_partitions)
     return {
         "scope": SCOPE,
         "worker": worker_identity(settings),
         "rebalancing": bool(getattr(app, "rebalancing", False)),
+        "fenced_partitions": sorted(source.fenced),
+        "latency": stats.latency.snapshot(),
         "totals": totals,
         "dead_letter_reasons": dict(sorted(stats.dead_letter_reasons.items())),
         "sources": sources,
@@ -181,6 +204,7 @@ async def snapshot(app, settings, stats, ingest, merge, sink) -> dict:
             "errors": stats.lake_errors,
             "last_error": stats.lake_last_error,
             "last_flush_s": stats.lake_flush_s,
-            "buffered_rows": ingest.buffer.rows(),
+            "commits": stats.lake_commits,
+            "buffered_rows": source.lake.buffered(),
         },
     }

@@ -1,0 +1,175 @@
+"""Feeds the lake table from the source stage's batches, on the lake's own schedule.
+
+Rows are buffered per source partition and committed every LAKE_FLUSH or
+LAKE_FLUSH_ROWS, whichever comes first, in a worker thread, one commit at a time;
+the Kafka transactions never wait for it. Each lake commit records, per source
+partition, the last offset it holds and the source clock there, so exactly once in
+the lake needs nothing from Kafka. While the lake cannot be written the rows are
+kept and retried; past `max_buffered` rows reading waits (nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from app.sinks.lake import LakeFenced, LakeRows
+from app.stats import Stats
+from app.throttle import Backoff
+from tables.watermark import NO_TIME
+
+log = logging.getLogger(__name__)
+RELEASE_TIMEOUT_S = 10.0
+
+
+class LakeFlusher:
+    def __init__(self, table, settings, stats: Stats) -> None:
+        self.table = table  # app.sinks.lake.LakeTable
+        self.settings = settings
+        self.stats = stats
+        self.rows = LakeRows()
+        self.max_buffered = 4 * settings.lake_flush_rows
+        self._task: asyncio.Task | None = None
+        self._last_flush = time.monotonic()
+        self._moved: dict[int, tuple[int, int]] = {}
+        self._inflight_rows = 0  # taken for the commit that is running
+        self._maintenance: asyncio.Task | None = None
+        self._last_maintenance = time.monotonic()
+
+    async def positions(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """(next offset, stream time there) of each partition in the lake table."""
+
+        def read() -> dict[int, tuple[int, int]]:
+            out = {}
+            for partition in partitions:
+                pos = self.table.resume(partition)
+                out[partition] = (
+                    pos.next_offset,
+                    NO_TIME if pos.stream_time is None else pos.stream_time,
+                )
+            return out
+
+        return await asyncio.to_thread(read)
+
+    def take_moved(self) -> dict[int, tuple[int, int]]:
+        moved, self._moved = self._moved, {}
+        return moved
+
+    def maybe_flush(self, readers) -> None:
+        """Start a lake commit if one is due and none is running."""
+        if self._task is not None and not self._task.done():
+            return
+        buffered = self.rows.rows()
+        if not buffered:
+            self._last_flush = time.monotonic()
+            return
+        due = time.monotonic() - self._last_flush >= self.settings.lake_flush_ms / 1000
+        if due or buffered >= self.settings.lake_flush_rows:
+            self._task = asyncio.create_task(self._flush(self._take(readers)), name="lake-flush")
+
+    def _take(self, readers):
+        batches = self.rows.take()
+        # the clock after each partition's last buffered row: reading runs in this same
+        # thread, so nothing was read between the last row and this moment
+        clocks = {p: readers[p].clock.stream_time for p in batches if p in readers}
+        self._last_flush = time.monotonic()
+        return batches, clocks
+
+    def buffered(self) -> int:
+        """Rows not in the lake yet: buffered, and in the commit that is running."""
+        return self.rows.rows() + self._inflight_rows
+
+    async def _flush(self, taken) -> None:
+        batches, clocks = taken
+        if not batches:
+            return
+        self._inflight_rows = sum(len(b) for b in batches.values())
+        try:
+            await self._commit(batches, clocks)
+        finally:
+            self._inflight_rows = 0
+
+    async def _commit(self, batches, clocks) -> None:
+        backoff = Backoff(0.5, 30)
+        while True:
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.table.commit, batches, clocks)
+                break
+            except LakeFenced as exc:
+                log.warning("lake: %s; reading those partitions again for the lake", exc)
+                positions = await self.positions(list(batches))
+                self._moved.update(positions)
+                return
+            except Exception as exc:  # disk full, read-only, a bug: keep the rows, retry
+                self.stats.lake_errors += 1
+                self.stats.lake_last_error = f"{type(exc).__name__}: {exc}"
+                delay = backoff.next()
+                log.error(
+                    "lake: cannot write to %s (%s); rows are kept and retried in %.0fs",
+                    self.settings.lake_dir,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        self.stats.lake_last_error = None
+        self.stats.lake_rows += sum(len(b) for b in batches.values())
+        self.stats.lake_flush_s = time.monotonic() - started
+        self.stats.lake_commits += 1
+
+    def maybe_maintain(self, readers) -> None:
+        """Every LAKE_MAINTAIN, on the worker that reads source partition 0 (one worker
+        at a time): compact small files and vacuum old versions, in a thread."""
+        if 0 not in readers or (self._maintenance and not self._maintenance.done()):
+            return
+        if time.monotonic() - self._last_maintenance < self.settings.lake_maintain_ms / 1000:
+            return
+        self._last_maintenance = time.monotonic()
+        self._maintenance = asyncio.create_task(self._maintain(), name="lake-maintenance")
+
+    async def _maintain(self) -> None:
+        try:
+            report = await asyncio.to_thread(self.table.maintain, int(time.time() * 1000))
+            self.stats.lake_maintenance = report
+            log.info("lake: maintenance %s", report)
+        except Exception as exc:  # tried again next time; ingestion goes on regardless
+            log.warning("lake: maintenance failed: %s: %s", type(exc).__name__, exc)
+
+    async def wait_for_room(self) -> None:
+        """Backpressure: while the lake is far behind, reading waits for it."""
+        while self.buffered() >= self.max_buffered:
+            if self._task is not None and not self._task.done():
+                await asyncio.wait([self._task], timeout=0.5)
+            else:
+                await asyncio.sleep(0.05)
+                return
+
+    async def release(self, partitions: set[int], readers) -> None:
+        """Before revoked partitions go: commit what is buffered (theirs among it), if
+        the lake lets us within RELEASE_TIMEOUT_S; otherwise their new owner reads it
+        again (the table refuses a second copy of an offset: LakeFenced)."""
+        try:
+            if self._task is not None and not self._task.done():
+                await asyncio.wait_for(asyncio.shield(self._task), RELEASE_TIMEOUT_S)
+            taken = self._take(readers)
+            if taken[0]:
+                await asyncio.wait_for(self._flush(taken), RELEASE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("lake: no commit for revoked partitions %s in time", sorted(partitions))
+        self.rows.drop(partitions)
+        for partition in partitions:
+            self._moved.pop(partition, None)
+
+    async def stop(self, readers) -> None:
+        """SIGTERM: commit everything buffered, within reason."""
+        if self._maintenance is not None and not self._maintenance.done():
+            self._maintenance.cancel()  # its thread finishes its own commit or nothing
+        try:
+            if self._task is not None and not self._task.done():
+                await asyncio.wait_for(asyncio.shield(self._task), RELEASE_TIMEOUT_S)
+            taken = self._take(readers)
+            if taken[0]:
+                await asyncio.wait_for(self._flush(taken), 2 * RELEASE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("lake: the last commit did not finish; the next owner reads it again")

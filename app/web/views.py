@@ -1,0 +1,153 @@
+"""Read-only web views, served by the worker's Faust web server on WEB_HOST:WEB_PORT.
+
+- `/`                         live dashboard (static/, plain JS, no build step)
+- `/api/page-views?minutes=N` recent 1-minute page-view windows and top pages   (PostgreSQL)
+- `/api/active-users?minutes=N` recent 5-minute distinct-user windows           (PostgreSQL)
+- `/api/sessions?minutes=N`   sessions by status, open sessions per minute       (PostgreSQL)
+- `/api/sessions/{user_id}`   one user's sessions                                (PostgreSQL)
+- `/api/stats`                this worker's partitions: clocks, lag, counters, sinks
+- `/api/health`               PostgreSQL reachable and the lake writable: 200, else 503
+- `/metrics`                  Prometheus text of `/api/stats`
+
+PostgreSQL holds the results of every worker, so any worker answers the window and
+session endpoints for the whole pipeline. Reads go through the sink's asyncpg pool,
+at most one at a time, so the sink always has a connection for its writes.
+Faust's own index at `/` (a plain `{"status": "OK"}`) is shadowed by the dashboard:
+aiohttp resolves routes in registration order and these register when the worker is
+built, before Faust adds its blueprints; its statistics, graph, router and table
+views are off (app/worker.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import asyncpg
+import orjson
+from faust import web
+from faust.web.exceptions import ServiceUnavailable, ValidationError
+
+from app.web import observe, prometheus, queries
+
+STATIC_DIR = Path(__file__).with_name("static")
+INDEX_HTML = (STATIC_DIR / "index.html").read_bytes()
+MAX_MINUTES = 24 * 60
+ACQUIRE_TIMEOUT_S = 5.0
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high]; 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ValidationError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def json_response(view: web.View, payload, status: int = 200) -> web.Response:
+    return view.bytes(
+        orjson.dumps(payload),
+        content_type="application/json",
+        status=status,
+        headers=dict(NO_STORE),
+    )
+
+
+def register(worker) -> None:
+    """Add the views to `worker.app`; they read the worker's processors and sinks."""
+    app, settings, stats = worker.app, worker.settings, worker.stats
+    postgres_sink = worker.postgres
+    db_gate = asyncio.Semaphore(1)
+
+    async def read_db(query, *args):
+        """Run one read-only query function on a pooled connection; 503 when PostgreSQL fails."""
+        pool = postgres_sink.pool
+        if pool is None:
+            raise ServiceUnavailable("PostgreSQL is not connected yet")
+        try:
+            async with db_gate, pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                return await query(conn, *args)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+
+    async def worker_snapshot() -> dict:
+        return await observe.snapshot(worker)
+
+    # -- dashboard ----------------------------------------------------------------
+
+    app.web.add_static("/static/", STATIC_DIR)
+
+    @app.page("/", name="dashboard")
+    async def dashboard(self: web.View, request: web.Request) -> web.Response:
+        return self.bytes(INDEX_HTML, content_type="text/html", headers=dict(NO_STORE))
+
+    # -- PostgreSQL: the whole pipeline ---------------------------------------------
+
+    @app.page("/api/page-views", name="page_views")
+    async def page_views(self: web.View, request: web.Request) -> web.Response:
+        minutes = int_param(request, "minutes", 10, 1, MAX_MINUTES)
+        top = int_param(request, "top", 5, 1, 100)
+        result = await read_db(queries.page_views, minutes, top)
+        return json_response(self, {"scope": "pipeline", **result})
+
+    @app.page("/api/active-users", name="active_users")
+    async def active_users(self: web.View, request: web.Request) -> web.Response:
+        minutes = int_param(request, "minutes", 10, 1, MAX_MINUTES)
+        result = await read_db(queries.active_users, minutes)
+        return json_response(self, {"scope": "pipeline", **result})
+
+    @app.page("/api/sessions", name="sessions_summary")
+    async def sessions_summary(self: web.View, request: web.Request) -> web.Response:
+        minutes = int_param(request, "minutes", 10, 1, MAX_MINUTES)
+        result = await read_db(queries.sessions_summary, minutes)
+        return json_response(self, {"scope": "pipeline", **result})
+
+    @app.page("/api/sessions/{user_id}", name="user_sessions")
+    async def user_sessions(self: web.View, request: web.Request, user_id: str) -> web.Response:
+        limit = int_param(request, "limit", 100, 1, 10_000)
+        result = await read_db(queries.user_sessions, user_id, limit)
+        return json_response(self, {"scope": "pipeline", **result})
+
+    # -- this worker ------------------------------------------------------------------
+
+    @app.page("/api/stats", name="stats")
+    async def worker_stats(self: web.View, request: web.Request) -> web.Response:
+        return json_response(self, await worker_snapshot())
+
+    @app.page("/metrics", name="metrics")
+    async def metrics(self: web.View, request: web.Request) -> web.Response:
+        text = prometheus.render(await worker_snapshot())
+        return self.bytes(
+            text.encode(), headers={"Content-Type": prometheus.CONTENT_TYPE, **NO_STORE}
+        )
+
+    async def _ping(conn) -> int:
+        return await conn.fetchval("SELECT 1", timeout=2)
+
+    @app.page("/api/health", name="health")
+    async def health(self: web.View, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        try:
+            await read_db(_ping)
+            postgres = {"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+        except ServiceUnavailable as exc:
+            postgres = {"ok": False, "error": exc.detail}
+        lake = {"ok": stats.lake_last_error is None, "error": stats.lake_last_error}
+        assigned = observe.assigned_partitions(worker)
+        ok = postgres["ok"] and lake["ok"]
+        payload = {
+            "status": "ok" if ok else "degraded",
+            "worker": observe.worker_identity(settings)["id"],
+            "checks": {"postgres": postgres, "lake": lake},
+            "assigned_partitions": assigned,
+            "rebalancing": bool(getattr(app, "rebalancing", False)),
+        }
+        return json_response(self, payload, status=200 if ok else 503)

@@ -1,0 +1,41 @@
+"""LakeRows: what a flush takes, and the columns it becomes."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pyarrow as pa
+
+from app.sinks.lake import LakeRows
+from app.sinks.lake.schema import SCHEMA, to_arrow
+from tests.unit.app.sinks.lake.support import DAY, T0, event
+
+
+def test_rows_are_taken_per_partition_and_revoked_ones_dropped():
+    rows = LakeRows()
+    rows.add(3, 10, event(T0, campaign="x"), T0 + 5, False)
+    rows.add(3, 12, event(T0 + 1, event_id=7), T0 + 5, True)
+    rows.add(4, 0, event(T0 - 1), T0 + 5, False)
+    rows.add(5, 0, event(T0 - 1), T0 + 5, False)
+    rows.drop({5})
+    assert rows.rows() == 3
+    taken = rows.take()
+    assert rows.rows() == 0 and rows.take() == {}
+    assert set(taken) == {3, 4}
+    three = taken[3]
+    assert (three.first_offset, three.last_offset, len(three)) == (10, 12, 2)
+    assert three.columns["extra"] == ['{"campaign":"x"}', None]
+    assert three.columns["event_id"] == [None, "7"]
+    assert three.columns["late"] == [False, True]
+
+
+def test_rows_become_utc_columns_with_their_date():
+    rows = LakeRows()
+    rows.add(1, 0, event(T0 - 1), T0, False)
+    rows.add(1, 1, event(T0 + DAY), T0, True)
+    table = to_arrow(rows.take())
+    assert table.schema == SCHEMA
+    assert table["event_date"].to_pylist() == [date(2024, 10, 3), date(2024, 10, 5)]
+    assert table["event_time"].cast(pa.int64()).to_pylist() == [(T0 - 1) * 1000, (T0 + DAY) * 1000]
+    assert table["kafka_partition"].to_pylist() == [1, 1]
+    assert str(table.schema.field("event_time").type) == "timestamp[us, tz=UTC]"

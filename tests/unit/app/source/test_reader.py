@@ -1,0 +1,110 @@
+"""The source stage's per-batch pass, without a broker: what each sink gets."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import orjson
+
+from app.sinks.lake import LakeRows
+from app.source.partitioner import KeyPartitioner
+from app.source.reader import BatchReader, PartitionReader
+from tables.watermark import NO_TIME, SourceClock
+
+MIN = 60_000
+T = 1_800_000_000_000
+
+
+class Record(NamedTuple):
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    timestamp: int = T
+
+
+def event(t: int, user: str = "u1", kind: str = "page_view", **extra) -> bytes:
+    return orjson.dumps(
+        {"event_time": t, "user_id": user, "event_type": kind, "page_url": "/a", **extra}
+    )
+
+
+def reader(next_offset=0, kafka_from=0, lake_from=0, stream_time=NO_TIME) -> PartitionReader:
+    return PartitionReader(2, SourceClock(2 * MIN, stream_time), next_offset, kafka_from, lake_from)
+
+
+def batch_reader() -> tuple[BatchReader, LakeRows]:
+    rows = LakeRows()
+    return BatchReader(5 * MIN, KeyPartitioner(4), KeyPartitioner(4), rows), rows
+
+
+def lake_offsets(rows: LakeRows) -> list[int]:
+    return [o for b in rows.take().values() for o in b.columns["kafka_offset"]]
+
+
+def test_each_valid_record_goes_to_every_sink_once_and_late_ones_are_not_forwarded():
+    read, rows = batch_reader()
+    r = reader()
+    records = [Record(0, event(T)), Record(1, event(T + 5 * MIN)), Record(2, event(T))]
+    out = read.read(r, records, now_ms=T + 10 * MIN)
+    enriched = [orjson.loads(v) for recs in out.enriched.values() for _, v in recs]
+    assert sorted(e["kafka_offset"] for e in enriched) == [0, 1, 2]
+    assert {e["kafka_offset"]: e["late"] for e in enriched} == {0: False, 1: False, 2: True}
+    forwarded = [f for fs in out.forward.values() for f in fs]
+    assert sorted(f[1] for f in forwarded) == [0, 1]
+    assert (out.events, out.late) == (3, 1)
+    assert lake_offsets(rows) == [0, 1, 2]
+    assert r.next_offset == r.kafka_from == r.lake_from == 3
+
+
+def test_a_bad_record_becomes_a_dead_letter_with_its_key_value_and_reason():
+    read, rows = batch_reader()
+    out = read.read(reader(), [Record(0, b"{oops", key=b"k")], now_ms=T)
+    [dead] = out.dead_letters
+    assert (dead.key, dead.value, dead.offset, dead.reason) == (b"k", b"{oops", 0, "invalid_json")
+    assert not out.enriched and not out.forward and lake_offsets(rows) == []
+
+
+def test_below_the_kafka_position_only_the_lake_is_filled_in_with_the_same_verdicts():
+    # the lake stands at 0, the Kafka outputs at 2: offsets 0-1 go to the lake only
+    read, rows = batch_reader()
+    records = [Record(0, event(T + 5 * MIN)), Record(1, event(T)), Record(2, event(T))]
+    r = reader(next_offset=0, kafka_from=2, lake_from=0)
+    out = read.read(r, records, now_ms=T + 10 * MIN)
+    enriched = [orjson.loads(v) for recs in out.enriched.values() for _, v in recs]
+    assert [e["kafka_offset"] for e in enriched] == [2]
+    assert enriched[0]["late"] is True  # judged against the clock offset 0 advanced
+    taken = rows.take()
+    assert taken[2].columns["kafka_offset"] == [0, 1, 2]
+    assert taken[2].columns["late"] == [False, True, True]
+
+
+def test_below_the_lake_position_only_the_kafka_outputs_are_written():
+    read, rows = batch_reader()
+    r = reader(next_offset=0, kafka_from=0, lake_from=2)
+    out = read.read(r, [Record(o, event(T + o)) for o in range(3)], now_ms=T + MIN)
+    assert out.events == 3
+    assert lake_offsets(rows) == [2]
+
+
+def test_records_delivered_again_after_a_seek_are_skipped():
+    read, _ = batch_reader()
+    r = reader()
+    read.read(r, [Record(0, event(T)), Record(1, event(T))], now_ms=T)
+    out = read.read(r, [Record(1, event(T)), Record(2, event(T))], now_ms=T)
+    assert out.events == 1 and r.next_offset == 3
+
+
+def test_offsets_missing_from_the_log_are_passed_over():
+    # transaction markers and compaction leave gaps in a partition's offsets
+    read, _ = batch_reader()
+    r = reader()
+    out = read.read(r, [Record(0, event(T)), Record(5, event(T))], now_ms=T)
+    assert out.events == 2 and r.next_offset == 6
+
+
+def test_the_kafka_timestamps_of_the_transaction_are_kept_for_the_latency():
+    read, _ = batch_reader()
+    r = reader(kafka_from=1)
+    records = [Record(0, event(T), timestamp=10), Record(1, event(T), timestamp=20)]
+    read.read(r, records, now_ms=T)
+    assert r.pending_timestamps == [20]
