@@ -83,7 +83,7 @@ class Settings:
     dlq_topic: str = "user_activity_dlq"
     partitions: int = 4
     state_dir: str = "data/state"
-    lake_flush_rows: int = 100_000
+    lake_flush_rows: int = 50_000
     lake_flush_ms: int = 10_000
     lake_retention_ms: int = 7 * 86_400_000
     lake_maintain_ms: int = 120_000

@@ -5,7 +5,8 @@ LAKE_FLUSH_ROWS, whichever comes first, in a worker thread, one commit at a time
 the Kafka transactions never wait for it. Each lake commit records, per source
 partition, the last offset it holds and the source clock there, so exactly once in
 the lake needs nothing from Kafka. While the lake cannot be written the rows are
-kept and retried; past `max_buffered` rows reading waits (nothing is dropped).
+kept and retried; past `max_buffered` rows (twice LAKE_FLUSH_ROWS, the commit under
+way included) reading waits (nothing is dropped).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class LakeFlusher:
         self.settings = settings
         self.stats = stats
         self.rows = LakeRows()
-        self.max_buffered = 4 * settings.lake_flush_rows
+        # rows hold their parsed events until the commit: bounded to keep memory flat
+        self.max_buffered = 2 * settings.lake_flush_rows
         self._task: asyncio.Task | None = None
         self._last_flush = time.monotonic()
         self._moved: dict[int, tuple[int, int]] = {}

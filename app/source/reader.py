@@ -89,6 +89,8 @@ class BatchReader:
         processing_iso = iso_utc(now_ms)
         max_future_ms = self.max_future_ms
         enriched_partition, user_partition = self.enriched_partition, self.user_partition
+        # the same partition count partitions a key the same way: compute it once
+        same_partitions = enriched_partition.partitions == user_partition.partitions
         add_lake_row = self.lake_rows.add
         dumps = orjson.dumps
         enriched, forward = out.enriched, out.forward
@@ -132,7 +134,8 @@ class BatchReader:
                 if out.first_late is None:
                     out.first_late = (offset, clock.watermark - event.event_time)
                 continue
-            target = user_partition(key)
+            if not same_partitions:
+                target = user_partition(key)
             bucket = forward.get(target)
             if bucket is None:
                 bucket = forward[target] = []
