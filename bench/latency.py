@@ -113,7 +113,10 @@ async def produce(bootstrap: str, topic: str, probe: Probe, rate: float, seconds
 
 async def _watch_enriched(bootstrap: str, topic: str, probe: Probe, stop: asyncio.Event) -> None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=10
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=10,
+        isolation_level="read_committed",  # what the contract promises a reader
     )
     await consumer.start()
     try:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 
+from app import failpoints
 from app.sinks.lake import LakeFenced, LakeRows
 from app.stats import Stats
 from app.throttle import Backoff
@@ -98,6 +99,7 @@ class LakeFlusher:
             started = time.monotonic()
             try:
                 await asyncio.to_thread(self.table.commit, batches, clocks)
+                failpoints.reach("after-lake-commit")
                 break
             except LakeFenced as exc:
                 log.warning("lake: %s; reading those partitions again for the lake", exc)

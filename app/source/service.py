@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from mode import Service
 
+from app import failpoints
 from app.settings import Settings, kafka_client_options
 from app.source.commit import Checkpoints, stream_time_of
 from app.source.lake_flusher import LakeFlusher
@@ -30,6 +31,7 @@ from app.source.reader import BatchReader, PartitionReader
 from app.source.transaction import Fenced, PartitionTransaction
 from app.source.verification import VerificationRetries
 from app.stats import Stats
+from app.throttle import Backoff
 from tables.watermark import NO_TIME, SourceClock
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,9 @@ class SourceStage(Service):
             "max_request_size": 8 << 20,
             # ride out a broker outage instead of expiring batches after 40 s
             "request_timeout_ms": 1_200_000,
+            # a transaction's produce requests can come back NOT_ENOUGH_REPLICAS while the
+            # broker verifies the transaction (verification.py): retry soon, not in 100 ms
+            "retry_backoff_ms": 10,
         }
 
     async def on_start(self) -> None:
@@ -188,6 +193,7 @@ class SourceStage(Service):
         self.readers[partition] = PartitionReader(partition, clock, start, kafka[0], lake[0])
         self._generation += 1
         self.consumer.seek(TopicPartition(self.topic, partition), start)
+        failpoints.reach("recovering")
         log.info(
             "source: partition %d from offset %d (Kafka outputs from %d, lake from %d)",
             partition,
@@ -222,8 +228,10 @@ class SourceStage(Service):
         while not self.should_stop:
             await self.lake.wait_for_room()
             generation = self._generation
+            # wait for records no longer than until the next commit is due
+            due_in = interval - (time.monotonic() - self._last_commit)
             batches = await consumer.getmany(
-                timeout_ms=int(interval * 1000), max_records=MAX_RECORDS
+                timeout_ms=max(0, int(due_in * 1000)), max_records=MAX_RECORDS
             )
             async with self._lock:
                 if generation != self._generation:
@@ -257,6 +265,7 @@ class SourceStage(Service):
             self.stats.on_batch(tp.partition, out.events, out.late, reader.clock)
             if out:
                 await self.outputs.write(tp.partition, out, self.transactions[tp.partition])
+                failpoints.reach("mid-batch")
 
     # -- committing ----------------------------------------------------------
 
@@ -301,12 +310,25 @@ class SourceStage(Service):
         self.checkpoints.resend_mark(partition)
 
     async def _transaction(self, partition: int) -> PartitionTransaction:
-        return await PartitionTransaction.start(
-            TopicPartition(self.topic, partition),
-            self.group_id,
-            f"{self.settings.app_id}-{self.topic}-{partition}",
-            **self._producer_options(),
-        )
+        """The partition's transactional producer; while the broker is away, retried."""
+        backoff = Backoff(0.5, 10)
+        while True:
+            try:
+                return await PartitionTransaction.start(
+                    TopicPartition(self.topic, partition),
+                    self.group_id,
+                    f"{self.settings.app_id}-{self.topic}-{partition}",
+                    **self._producer_options(),
+                )
+            except KafkaError as exc:
+                delay = backoff.next()
+                log.warning(
+                    "source: cannot start the producer of partition %d (%s); retrying in %.1fs",
+                    partition,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     def lake_moved(self, partition: int, lake: tuple[int, int]) -> None:
         """The lake table holds `partition` up to another point than this worker thought

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
+from app import failpoints
 from app.errors import PipelineError
 
 Headers = list[tuple[str, bytes]]
@@ -43,7 +44,12 @@ class PartitionTransaction:
         producer = AIOKafkaProducer(transactional_id=transactional_id, **options)
         # init_transactions: fences the partition's previous owner, aborting its open
         # transaction, before this worker reads the committed offset
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
         return cls(producer, source, group_id)
 
     async def stop(self) -> None:
@@ -91,6 +97,7 @@ class PartitionTransaction:
             for (topic, partition), batch in batches.items():
                 if batch.record_count():
                     await self._send(batch, topic, partition)
+            failpoints.reach("after-sends")
             offsets = {self.source: OffsetAndMetadata(next_offset, metadata)}
             await self.producer.send_offsets_to_transaction(offsets, self.group_id)
             await self.producer.commit_transaction()

@@ -1,4 +1,7 @@
-"""SIGKILL the worker while events flow; every sink ends up right.
+"""Crash the worker while events flow; every sink ends up right.
+
+Two scenarios: SIGKILLs at random moments, and a crash at each phase of the source
+stage's commit in turn (app/failpoints.py).
 
 The kills land while the worker is busy: with input flowing, a transaction is open
 at almost every moment (one commits every COMMIT_INTERVAL), so a kill falls between
@@ -59,12 +62,49 @@ async def test_sigkill_four_times_loses_and_double_counts_nothing(
         worker = start_worker(state="state", IDLE_ADVANCE="1h")
     await producing
     assert len(kills) == KILLS
+    await every_sink_exactly_once(bootstrap, pipeline_env, worker, expected, total)
+
+
+# Each crash point of the source stage (app/failpoints.py), in turn, while input flows:
+# the worker exits there by itself, as kill -9 would, and a new one takes over.
+CRASH_POINTS = ["after-sends=15", "after-lake-commit=2", "mid-batch=40", "recovering=1"]
+
+
+async def test_a_crash_at_each_commit_phase_loses_and_double_counts_nothing(
+    bootstrap, pipeline_env, start_worker
+):
+    per_partition, expected, total = scenario.in_the_past(
+        seed=8, users=3000, partitions=PARTITIONS, keyed=True
+    )
+    topic = pipeline_env["INPUT_TOPIC"]
+    await create_topic(bootstrap, topic, PARTITIONS)
+    # about 500 events/s: the input outlasts the crashes and the takeovers between them
+    producing = asyncio.create_task(
+        produce(bootstrap, topic, per_partition, keyed=True, pace_s=0.4)
+    )
+    for point in CRASH_POINTS:
+        worker = start_worker(state="state", IDLE_ADVANCE="1h", PIPELINE_FAILPOINTS=point)
+
+        async def crashed(worker=worker):
+            return not worker.alive()
+
+        await wait_for(crashed, timeout=60, interval=0.2, what=f"the crash at {point}")
+        assert worker.proc.returncode == 137, worker.tail()
+    assert not producing.done(), "the input ran out before the last crash"
+    worker = start_worker(state="state", IDLE_ADVANCE="1h")
+    await producing
+    await every_sink_exactly_once(bootstrap, pipeline_env, worker, expected, total)
+
+
+async def every_sink_exactly_once(bootstrap, pipeline_env, worker, expected, total) -> None:
+    """Rows equal the expectation; the lake and the enriched topic (read_committed) hold
+    every valid event exactly once."""
 
     async def rows_converged():
         assert worker.alive(), worker.tail()
         return diff(expected, await read_rows(pipeline_env["DATABASE_URL"])) or True
 
-    await wait_for(rows_converged, timeout=300, interval=3, what="rows after the SIGKILLs")
+    await wait_for(rows_converged, timeout=300, interval=3, what="rows after the crashes")
 
     in_lake = await lake_when_complete(pipeline_env["LAKE_DIR"], total)
     assert max(in_lake.values()) == 1, "an offset is in the lake twice"
@@ -83,4 +123,4 @@ async def test_sigkill_four_times_loses_and_double_counts_nothing(
         f"{len(duplicates)} source offsets are in the enriched topic more than once, "
         f"e.g. {list(duplicates.items())[:5]}"
     )
-    print(f"\nenriched: {len(enriched)} records for {total} events after {KILLS} SIGKILLs")
+    print(f"\nenriched: {len(enriched)} records for {total} events, each once")

@@ -10,8 +10,12 @@ offsets B committed: that is ordinary rebalancing.)
 
 - A meets the fence: its commit is refused, which its log and /api/stats report;
 - the enriched topic, read_committed, holds every valid event exactly once;
-- the lake holds every source offset exactly once;
-- PostgreSQL rows equal the independent expectation.
+- the lake holds every source offset exactly once.
+
+PostgreSQL rows are not asserted here: the stateful stage's changelog writes are not
+fenced, and changelog records a frozen worker had in flight land after the new
+owner's (README, Delivery guarantees). Without a freeze, the crash and scale-out
+tests check the rows.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections import Counter
 import orjson
 
 from tests.integration import scenario
-from tests.integration.checks import diff, lake_when_complete, produce, read_rows, read_topic
+from tests.integration.checks import lake_when_complete, produce, read_topic
 from tests.integration.conftest import create_topic, wait_for
 from tests.integration.web_support import started_api
 
@@ -39,7 +43,7 @@ async def stats(http, worker) -> dict:
 async def test_a_frozen_worker_is_fenced_and_commits_nothing(bootstrap, pipeline_env, start_worker):
     import aiohttp
 
-    per_partition, expected, total = scenario.in_the_past(
+    per_partition, _, total = scenario.in_the_past(
         seed=23, users=2500, partitions=PARTITIONS, keyed=True
     )
     topic = pipeline_env["INPUT_TOPIC"]
@@ -80,12 +84,6 @@ async def test_a_frozen_worker_is_fenced_and_commits_nothing(bootstrap, pipeline
         await wait_for(a_met_the_fence, timeout=60, interval=0.5, what="A meeting the fence")
         assert not producing.done(), "the input ran out before A woke: no flow to fence"
         await producing
-
-        async def rows_converged():
-            assert b.alive(), b.tail()
-            return diff(expected, await read_rows(pipeline_env["DATABASE_URL"])) or True
-
-        await wait_for(rows_converged, timeout=240, interval=3, what="rows after the fence")
 
     log = a.log.read_text(errors="replace")
     assert "owned by another worker" in log, "A's log does not report the fence:\n" + a.tail()

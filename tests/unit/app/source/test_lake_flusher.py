@@ -1,0 +1,63 @@
+"""The lake flusher with a lake that cannot be written: rows are kept, reading is held
+back only past its bound, and giving partitions up never waits without end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from app.events import Event
+from app.settings import Settings
+from app.source import lake_flusher
+from app.source.lake_flusher import LakeFlusher
+from app.source.reader import PartitionReader
+from app.stats import Stats
+from tables.watermark import SourceClock
+
+T = 1_800_000_000_000
+
+
+class BrokenLake:
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def commit(self, batches, stream_times) -> None:
+        self.attempts += 1
+        raise OSError("read-only file system")
+
+
+def flusher_with_rows(n: int) -> tuple[LakeFlusher, dict, BrokenLake]:
+    lake = BrokenLake()
+    flusher = LakeFlusher(lake, Settings(lake_flush_rows=10, lake_flush_ms=0), Stats())
+    readers = {0: PartitionReader(0, SourceClock(120_000), 0, 0, 0)}
+    for offset in range(n):
+        event = Event(T, "u", "click", "/a", {})
+        flusher.rows.add(0, offset, event, T, False)
+    return flusher, readers, lake
+
+
+def test_rows_are_kept_while_the_lake_fails():
+    async def scenario():
+        flusher, readers, lake = flusher_with_rows(5)
+        flusher.maybe_flush(readers)
+        await asyncio.sleep(0.1)
+        assert lake.attempts >= 1
+        assert flusher.buffered() == 5  # taken for the commit, not dropped
+        assert flusher.stats.lake_last_error == "OSError: read-only file system"
+        flusher._task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_giving_partitions_up_during_a_lake_outage_returns_in_bounded_time(monkeypatch):
+    monkeypatch.setattr(lake_flusher, "RELEASE_TIMEOUT_S", 0.2)
+
+    async def scenario():
+        flusher, readers, _ = flusher_with_rows(5)
+        flusher.maybe_flush(readers)
+        started = time.monotonic()
+        await asyncio.wait_for(flusher.release({0}, readers), 5)
+        assert time.monotonic() - started < 1.5
+        flusher._task.cancel()
+
+    asyncio.run(scenario())
