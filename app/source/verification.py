@@ -1,7 +1,7 @@
 """Kafka 4.x answers some produce requests of a transaction with a retriable
 NOT_ENOUGH_REPLICAS while it verifies that the partition is in the transaction
-(aiokafka issue 1172). aiokafka retries and nothing is lost or duplicated, but it
-logs a warning for each one; this counts them instead."""
+(KIP-890, reported to aiokafka). aiokafka retries and nothing is lost or duplicated,
+but it logs a warning for each one; this counts them instead."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A few thousand valid events whose event times span three past UTC dates (most
 of them late by the time they are read: late events still belong in the lake)
 are produced while one worker runs, so readers poll the lake while files are
 being written. Once every offset is there, both readers must agree with what
-was produced (SPEC section 4):
+was produced (docs/contract.md, Lake):
 
 - one Hive partition `event_date=YYYY-MM-DD` per UTC date, holding exactly the
   events of that UTC date (also those sent with a non-UTC offset near midnight);
@@ -56,7 +56,7 @@ def epoch_ms(moment: datetime) -> int:
 
 
 def written(moment: datetime, style: int):
-    """The same instant in the input shapes SPEC section 1 accepts."""
+    """The same instant in the input shapes docs/contract.md, Input, accepts."""
     if style == 0:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     if style == 1:

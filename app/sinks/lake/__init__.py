@@ -1,4 +1,4 @@
-"""The lake: a Delta Lake table, Hive-partitioned by event_date (SPEC section 4).
+"""The lake: a Delta Lake table, Hive-partitioned by event_date (docs/lake.md).
 
 Rows are buffered per source partition (LakeRows) and committed in one atomic Delta
 commit per flush (LakeTable.commit), which also records, per source partition, the
