@@ -84,6 +84,10 @@ def build(settings: Settings, lake=None) -> Worker:
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
+        # Topics Faust creates at start (the user-keyed topic, the changelog) can be
+        # missing from a just-started broker's metadata when the consumer subscribes;
+        # it then notices them at the next refresh, so refresh every 5 s, not 5 min.
+        consumer_metadata_max_age_ms=5_000,
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
