@@ -36,6 +36,9 @@ class LakeFlusher:
         self._task: asyncio.Task | None = None
         self._last_flush = time.monotonic()
         self._moved: dict[int, tuple[int, int]] = {}
+        # partitions whose buffered rows start where the table does not stand (another
+        # writer got there first): dropped until the stage reads them again from there
+        self._stale: set[int] = set()
         self._inflight_rows = 0  # taken for the commit that is running
         self._maintenance: asyncio.Task | None = None
         self._last_maintenance = time.monotonic()
@@ -71,8 +74,14 @@ class LakeFlusher:
         if due or buffered >= self.settings.lake_flush_rows:
             self._task = asyncio.create_task(self._flush(self._take(readers)), name="lake-flush")
 
+    def repositioned(self, partition: int) -> None:
+        """The stage reads `partition` again from the table's position."""
+        self._stale.discard(partition)
+
     def _take(self, readers):
         batches = self.rows.take()
+        for partition in self._stale & set(batches):
+            del batches[partition]
         # the clock after each partition's last buffered row: reading runs in this same
         # thread, so nothing was read between the last row and this moment
         clocks = {p: readers[p].clock.stream_time for p in batches if p in readers}
@@ -103,6 +112,9 @@ class LakeFlusher:
                 break
             except LakeFenced as exc:
                 log.warning("lake: %s; reading those partitions again for the lake", exc)
+                # every row buffered for them since follows on from the refused ones
+                self._stale |= set(batches)
+                self.rows.drop(set(batches))
                 positions = await self.positions(list(batches))
                 self._moved.update(positions)
                 return
@@ -164,6 +176,7 @@ class LakeFlusher:
         self.rows.drop(partitions)
         for partition in partitions:
             self._moved.pop(partition, None)
+            self._stale.discard(partition)
 
     async def stop(self, readers) -> None:
         """SIGTERM: commit everything buffered, within reason."""

@@ -185,6 +185,7 @@ class SourceStage(Service):
                     kafka = (beginning[tp], NO_TIME)
                 self.checkpoints.committed[tp.partition] = kafka
                 self._position(tp.partition, kafka, lake_positions[tp.partition])
+                self.lake.repositioned(tp.partition)
 
     def _position(self, partition: int, kafka: tuple[int, int], lake: tuple[int, int]) -> None:
         """Read `partition` from the lower of the two sinks' positions, with its clock."""
@@ -339,3 +340,4 @@ class SourceStage(Service):
         self.lake.rows.drop({partition})
         kafka = (reader.next_offset, reader.clock.stream_time)
         self._position(partition, kafka, lake)
+        self.lake.repositioned(partition)

@@ -8,6 +8,7 @@ import time
 
 from app.events import Event
 from app.settings import Settings
+from app.sinks.lake import LakeFenced, LakePosition
 from app.source import lake_flusher
 from app.source.lake_flusher import LakeFlusher
 from app.source.reader import PartitionReader
@@ -59,5 +60,40 @@ def test_giving_partitions_up_during_a_lake_outage_returns_in_bounded_time(monke
         await asyncio.wait_for(flusher.release({0}, readers), 5)
         assert time.monotonic() - started < 1.5
         flusher._task.cancel()
+
+    asyncio.run(scenario())
+
+
+class TakenOverLake:
+    """A lake another writer has already written partition 0 of, up to offset 9."""
+
+    def __init__(self) -> None:
+        self.committed: list[dict] = []
+
+    def commit(self, batches, stream_times) -> None:
+        if 0 in batches and batches[0].first_offset <= 9:
+            raise LakeFenced({0: 9})
+        self.committed.append({p: (b.first_offset, b.last_offset) for p, b in batches.items()})
+
+    def resume(self, partition: int) -> LakePosition:
+        return LakePosition(10, T)
+
+
+def test_rows_buffered_after_a_refused_commit_are_never_committed():
+    async def scenario():
+        lake = TakenOverLake()
+        flusher = LakeFlusher(lake, Settings(lake_flush_rows=10, lake_flush_ms=0), Stats())
+        readers = {0: PartitionReader(0, SourceClock(120_000), 0, 0, 0)}
+        for offset in range(20):
+            flusher.rows.add(0, offset, Event(T, "u", "click", "/a", {}), T, False)
+        flusher.maybe_flush(readers)
+        await flusher._task  # refused: the table holds 0-9 already
+        # read on from the old position before the stage re-positions the partition
+        for offset in range(20, 26):
+            flusher.rows.add(0, offset, Event(T, "u", "click", "/a", {}), T, False)
+        await flusher.release({0}, readers)
+        # 20-25 would be accepted by the table, leaving 10-19 out for good
+        assert lake.committed == []
+        assert flusher.take_moved() == {}  # released: its next owner reads the table
 
     asyncio.run(scenario())
