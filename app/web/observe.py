@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from faust.types import TP
 
+from app.timeutil import utc_datetime
 from app.web.queries import iso
 from tables.watermark import NO_TIME
 
@@ -32,7 +33,7 @@ def time_fields(name: str, ms: int | None) -> dict:
     """`name` as ISO-8601 and `name_ms` as epoch milliseconds; both None when unknown."""
     if ms is None or ms == NO_TIME:
         return {name: None, f"{name}_ms": None}
-    return {name: iso(datetime.fromtimestamp(ms / 1000, UTC)), f"{name}_ms": ms}
+    return {name: iso(utc_datetime(ms)), f"{name}_ms": ms}
 
 
 def epoch_fields(name: str, seconds: float | None) -> dict:
