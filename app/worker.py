@@ -38,7 +38,7 @@ def state_table_name(settings: Settings) -> str:
     """The state table's name encodes its layout: a changed layout starts anew."""
     from tables.windows import layout_tag
 
-    return f"merge-state-v3-{layout_tag()}-p{settings.partitions}"
+    return f"merge-state-v4-{layout_tag()}-p{settings.partitions}"
 
 
 SESSION_TIMEOUT_S = 10.0

@@ -4,6 +4,9 @@ Pure and synchronous: the agent feeds it events and watermark marks, then takes 
 changed keys to persist (Faust tables) and the rows to upsert (PostgreSQL).
 Window counts are applied on arrival (they commute); session events wait until the
 merged watermark passes them and are then applied in event-time order.
+
+It knows nothing of sinks: `Changes` says which rows became final, and keeping those
+until PostgreSQL has them is app/stateful/outbox.py's job.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from tables.windows import (
     tumbling_start,
 )
 
-# Closed windows stay in state this long after their end, and in any case until the
-# sink has confirmed their final value (see `confirmed`), so that a restart or a
-# rebalance re-upserts rows whose final write was in flight.
+# Closed windows stay in state this long after their end, so that a restart or a
+# rebalance within that time upserts their final value again with the open rows.
 RETAIN_CLOSED_MS = 10 * MINUTE_MS
 
 Pending = tuple[int, int, int, str]  # (event_time, source partition, offset, event_type)
@@ -37,6 +39,10 @@ class Changes:
     page_views: dict[tuple[int, str], int] = field(default_factory=dict)
     active_users: dict[int, int] = field(default_factory=dict)
     sessions: dict[tuple[str, int], sm.SessionRow] = field(default_factory=dict)
+    # windows whose value in `page_views` / `active_users` is final (the watermark
+    # passed their end); a session row is final when its status is not ACTIVE
+    final_page_views: set[tuple[int, str]] = field(default_factory=set)
+    final_active: set[int] = field(default_factory=set)
     users: set[str] = field(default_factory=set)
     dropped_page_views: set[tuple[int, str]] = field(default_factory=set)
     dropped_active: set[int] = field(default_factory=set)
@@ -49,11 +55,9 @@ class UserState:
     minutes: list[int] = field(default_factory=list)
     session: sm.OpenSession | None = None
     pending: list[Pending] = field(default_factory=list)
-    # closed session rows not yet confirmed by the sink: [start, end, status, batch]
-    closed: list[list] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not self.minutes and self.session is None and not self.pending and not self.closed
+        return not self.minutes and self.session is None and not self.pending
 
 
 class PartitionAggregator:
@@ -69,12 +73,6 @@ class PartitionAggregator:
         self._expiry_heap: list[tuple[int, str]] = []
         self._last_prune = NO_TIME
         self.changes = Changes()
-        # Batch numbering for sink confirmation: rows produced in batch `batch` may be
-        # forgotten once the sink reports `confirmed >= batch`. None: no sink gating.
-        self.batch = 0
-        self.confirmed: int | None = None
-        self._final_batch: dict[tuple, int] = {}
-        self._users_with_closed: set[str] = set()
 
     @property
     def watermark(self) -> int:
@@ -181,61 +179,30 @@ class PartitionAggregator:
     def _emit(self, rows: list[sm.SessionRow]) -> None:
         for row in rows:
             self.changes.sessions[(row.user_id, row.start)] = row
-            if row.status != sm.ACTIVE and self.confirmed is not None:
-                user = self.users.get(row.user_id)
-                if user is not None:
-                    user.closed.append([row.start, row.end, row.status, self.batch])
-                    self._users_with_closed.add(row.user_id)
 
     def _finalise_windows(self, before: int, wm: int) -> None:
         for key, count in self.page_views.items():
             end = key[0] + PAGE_VIEW_WINDOW_MS
             if before < end <= wm:
                 self.changes.page_views[key] = count  # its final value
-                self._final_batch[("pv", key)] = self.batch
+                self.changes.final_page_views.add(key)
         for start, count in self.active.items():
             end = start + ACTIVE_USERS_WINDOW_MS
             if before < end <= wm:
                 self.changes.active_users[start] = count
-                self._final_batch[("au", start)] = self.batch
-
-    def _sink_has(self, batch: int | None) -> bool:
-        return self.confirmed is None or (batch is not None and batch <= self.confirmed)
+                self.changes.final_active.add(start)
 
     def _drop_retired(self) -> None:
-        """Forget closed windows and session rows once kept long enough and confirmed."""
+        """Forget closed windows once kept RETAIN_CLOSED_MS past their end."""
         wm = self.clock.value
-        for key in [
-            k
-            for k in self.page_views
-            if k[0] + PAGE_VIEW_WINDOW_MS + RETAIN_CLOSED_MS <= wm
-            and self._sink_has(self._final_batch.get(("pv", k)))
-        ]:
+        pv_horizon = wm - PAGE_VIEW_WINDOW_MS - RETAIN_CLOSED_MS
+        for key in [k for k in self.page_views if k[0] <= pv_horizon]:
             del self.page_views[key]
-            self._final_batch.pop(("pv", key), None)
             self.changes.dropped_page_views.add(key)
-        for start in [
-            s
-            for s in self.active
-            if s + ACTIVE_USERS_WINDOW_MS + RETAIN_CLOSED_MS <= wm
-            and self._sink_has(self._final_batch.get(("au", s)))
-        ]:
+        au_horizon = wm - ACTIVE_USERS_WINDOW_MS - RETAIN_CLOSED_MS
+        for start in [s for s in self.active if s <= au_horizon]:
             del self.active[start]
-            self._final_batch.pop(("au", start), None)
             self.changes.dropped_active.add(start)
-        if self.confirmed is None or not self._users_with_closed:
-            return
-        for user_id in list(self._users_with_closed):
-            user = self.users.get(user_id)
-            if user is None:
-                self._users_with_closed.discard(user_id)
-                continue
-            kept = [c for c in user.closed if c[3] > self.confirmed]
-            if len(kept) != len(user.closed):
-                user.closed = kept
-                self.changes.users.add(user_id)
-            if not kept:
-                self._users_with_closed.discard(user_id)
 
     def _prune_users(self, wm: int) -> None:
         # A minute matters while some open window [s, s + 5 min) can still contain it.
@@ -273,7 +240,7 @@ class PartitionAggregator:
             user = self.users.get(user_id)
             if user is not None:
                 session = [user.session.start, user.session.last] if user.session else None
-                out[f"u|{user_id}"] = [user.minutes, session, user.pending, user.closed]
+                out[f"u|{user_id}"] = [user.minutes, session, user.pending]
         for user_id in changes.dropped_users:
             out[f"u|{user_id}"] = None
         return out
@@ -309,16 +276,17 @@ class PartitionAggregator:
             elif kind == "au":
                 self.active[int(rest)] = value
             elif kind == "u":
-                minutes, session, pending, closed = value
+                minutes, session, pending = value
                 self.restore_user(
                     rest,
                     UserState(
                         minutes,
                         sm.OpenSession(*session) if session else None,
                         [tuple(p) for p in pending],
-                        closed,
                     ),
                 )
+            else:
+                raise ValueError(f"not a key of the aggregator's state: {name!r}")
 
     def take_changes(self) -> Changes:
         self._drop_retired()
@@ -327,32 +295,16 @@ class PartitionAggregator:
 
     def restore_user(self, user_id: str, state: UserState) -> None:
         self.users[user_id] = state
-        if state.closed:
-            self._users_with_closed.add(user_id)
         for pending in state.pending:
             heapq.heappush(self._pending_heap, (pending[0], user_id))
         if state.session is not None:
             heapq.heappush(self._expiry_heap, (state.session.last + self.timeout_ms, user_id))
 
-    def restored(self, batch: int) -> None:
-        """After a restore: rows of closed windows and sessions go out again in `batch`."""
-        wm = self.clock.value
-        for key in self.page_views:
-            if key[0] + PAGE_VIEW_WINDOW_MS <= wm:
-                self._final_batch[("pv", key)] = batch
-        for start in self.active:
-            if start + ACTIVE_USERS_WINDOW_MS <= wm:
-                self._final_batch[("au", start)] = batch
-        for user_id in self._users_with_closed:
-            for entry in self.users[user_id].closed:
-                entry[3] = batch
-
     def open_rows(self) -> Changes:
-        """Every row this partition holds, to re-upsert after an assignment."""
+        """Every window this partition holds and its open sessions, to re-upsert after an
+        assignment (closed sessions are the outbox's)."""
         rows = Changes(page_views=dict(self.page_views), active_users=dict(self.active))
         for user_id, user in self.users.items():
-            for start, end, status, _ in user.closed:
-                rows.sessions[(user_id, start)] = sm.SessionRow(user_id, start, end, status)
             if user.session is not None:
                 row = sm.SessionRow(user_id, user.session.start, None, sm.ACTIVE)
                 rows.sessions[(user_id, row.start)] = row

@@ -1,4 +1,4 @@
--- The pipeline's tables (SPEC section 3). The worker runs this on start; it is idempotent.
+-- The pipeline's tables (docs/contract.md, "Windows and tables"). The worker runs this on start; it is idempotent.
 -- Window counts are kept per user-keyed partition in *_partials and summed into the
 -- tables users query, in the same transaction.
 

@@ -4,15 +4,18 @@ Each partition of the user-keyed topic has one PartitionAggregator in memory. It
 durable copy is one Faust table written as all-or-nothing batches (store.py),
 once per changed key per batch, and read back when the partition is assigned; the
 batch's commit record says which input offset the state covers, and later records
-are applied again.
+are applied again. Rows that became final wait in the partition's outbox (outbox.py),
+persisted with that state, until PostgreSQL has them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
 
+from app.stateful.outbox import Outbox, split_outbox
 from app.stateful.stall import StallGuard
 from app.stateful.store import BatchStore
 from app.wire import WatermarkMark, decode
@@ -29,22 +32,27 @@ class MergeProcessor:
         # before a rebalance may still hold records of partitions that have moved, and
         # between revocation and assignment nothing is ours.
         self.owned: set[int] | None = None
+        self.rebalances = 0
         self.store = BatchStore(state_table)
-        self.sink = sink
+        self.sink = sink  # app.sinks.postgres.PostgresSink
         self.parts: dict[int, PartitionAggregator] = {}
+        self.outboxes: dict[int, Outbox] = {}
         self.input_offset: dict[int, int] = {}
 
     # -- partitions ----------------------------------------------------------
 
     def assign(self, partitions: set[int]) -> None:
         self.owned = set(partitions)
+        self.rebalances += 1
         self.guard.reset()
 
     def revoke(self, partitions: set[int]) -> None:
         self.owned = set()
+        self.rebalances += 1
         self.sink.revoke(partitions)
         for partition in partitions:
             self.parts.pop(partition, None)
+            self.outboxes.pop(partition, None)
             self.input_offset.pop(partition, None)
             self.store.forget(partition)
 
@@ -56,29 +64,44 @@ class MergeProcessor:
         for event in events:
             event.message.incref()
 
-    def part(self, partition: int) -> PartitionAggregator:
-        agg = self.parts.get(partition)
-        if agg is None:
-            agg = self.parts[partition] = self._load(partition)
-            self.sink.add(partition, agg.open_rows(), self.store.seq[partition] + 1)
-        return agg
+    async def _load(self, partitions: list[int]) -> bool:
+        """Restore the state of `partitions`, reading it in a thread (a partition holds
+        every user's state: seconds of work at 100k users). False when a rebalance
+        ran meanwhile: then what was read is not installed."""
+        rebalances = self.rebalances
+        scans = [self.store.prepare(partition) for partition in partitions]
+        restored = await asyncio.gather(*(asyncio.to_thread(self._restore, s) for s in scans))
+        if rebalances != self.rebalances:
+            return False
+        for scan, (loaded, agg, box) in zip(scans, restored, strict=True):
+            partition = scan.partition
+            self.store.adopt(partition, loaded)
+            self.parts[partition], self.outboxes[partition] = agg, box
+            self.input_offset[partition] = -1 if loaded.commit is None else loaded.commit["o"]
+            # everything it holds goes out again with the next batch
+            batch = loaded.seq + 1
+            self.sink.add(partition, agg.open_rows(), batch)
+            self.sink.add(partition, box.resend(batch), batch)
+            if loaded.commit is not None:
+                log.info(
+                    "merge: partition %d restored at input offset %d, watermark %d, %d users, "
+                    "%d final rows not yet in PostgreSQL",
+                    partition,
+                    loaded.commit["o"],
+                    agg.watermark,
+                    len(agg.users),
+                    len(box),
+                )
+        return True
 
-    def _load(self, partition: int) -> PartitionAggregator:
+    def _restore(self, scan) -> tuple:
+        loaded = BatchStore.read(scan)
+        held, state = split_outbox(loaded.values)
         agg = PartitionAggregator(self.settings.session_timeout_ms)
-        commit, values = self.store.load(partition)
-        self.input_offset[partition] = -1 if commit is None else commit["o"]
-        agg.restore(commit, values, time.monotonic())
-        agg.confirmed = 0
-        agg.restored(self.store.seq[partition] + 1)
-        if commit is not None:
-            log.info(
-                "merge: partition %d restored at input offset %d, watermark %d, %d users",
-                partition,
-                commit["o"],
-                agg.watermark,
-                len(agg.users),
-            )
-        return agg
+        agg.restore(loaded.commit, state, time.monotonic())
+        box = Outbox()
+        box.restore(held)
+        return loaded, agg, box
 
     # -- records -------------------------------------------------------------
 
@@ -89,6 +112,15 @@ class MergeProcessor:
         # Local state may run at most one batch ahead of the changelog (store.py).
         # Awaited before any state changes: a rebalance may run meanwhile.
         await self.store.landed(by_partition)
+        new = [p for p in by_partition if p not in self.parts and self._owns(p)]
+        if new and not await self._load(new):
+            log.info(
+                "merge: a rebalance ran while state was restored; %d records in hand are "
+                "left to the partitions' owners",
+                len(events),
+            )
+            self._leave(events)
+            return
         if not self.guard.alive():
             # What is in hand predates the rebalance that follows; the partitions' owners
             # (this worker again, perhaps) read it anew from the committed offsets.
@@ -101,9 +133,8 @@ class MergeProcessor:
             self._leave(events)
             return
         wall = time.monotonic()
-        owned = self.owned
         for partition, part_events in by_partition.items():
-            if owned is not None and partition not in owned:
+            if not self._owns(partition) or partition not in self.parts:
                 log.info(
                     "merge: left %d records of partition %d to its new owner",
                     len(part_events),
@@ -111,26 +142,34 @@ class MergeProcessor:
                 )
                 self._leave(part_events)
                 continue
-            agg = self.part(partition)
-            agg.batch = self.store.seq[partition] + 1
-            agg.confirmed = self.sink.confirmed.get(partition, 0)
-            done_through = self.input_offset[partition]
-            add = agg.add
-            for event in part_events:
-                if event.message.offset <= done_through:
-                    continue
-                record = decode(event.message.value)
-                if type(record) is WatermarkMark:
-                    agg.mark(record.source, record.watermark, record.idle, record.sources, wall)
-                else:
-                    for forwarded in record:
-                        add(*forwarded)
-            last = part_events[-1]
-            if last.message.offset <= done_through:
+            self._apply(partition, part_events, wall)
+
+    def _owns(self, partition: int) -> bool:
+        return self.owned is None or partition in self.owned
+
+    def _apply(self, partition: int, events: list, wall: float) -> None:
+        agg = self.parts[partition]
+        done_through = self.input_offset[partition]
+        add = agg.add
+        for event in events:
+            if event.message.offset <= done_through:
                 continue
-            self.input_offset[partition] = last.message.offset
-            changes = agg.take_changes()
-            self.store.write(
-                partition, last, agg.snapshot(changes), agg.checkpoint(last.message.offset)
-            )
-            self.sink.add(partition, changes, agg.batch)
+            record = decode(event.message.value)
+            if type(record) is WatermarkMark:
+                agg.mark(record.source, record.watermark, record.idle, record.sources, wall)
+            else:
+                for forwarded in record:
+                    add(*forwarded)
+        last = events[-1]
+        if last.message.offset <= done_through:
+            return
+        self.input_offset[partition] = last.message.offset
+        batch = self.store.seq[partition] + 1
+        changes = agg.take_changes()
+        box = self.outboxes[partition]
+        box.release(self.sink.confirmed.get(partition, 0))
+        box.hold(changes, batch)
+        writes = agg.snapshot(changes)
+        writes.update(box.snapshot())
+        self.store.write(partition, last, writes, agg.checkpoint(last.message.offset))
+        self.sink.add(partition, changes, batch)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -29,6 +30,23 @@ from faust.streams import _current_event
 
 COMMIT = "~commit"
 _DELETED = None
+
+
+@dataclass
+class Scan:
+    partition: int
+    raw_commit: bytes | None
+    items: Callable[[], Iterable[tuple[bytes, bytes]]]
+
+
+@dataclass
+class Loaded:
+    seq: int  # of the last whole batch
+    commit: Any | None  # its commit payload
+    values: dict[str, Any] = field(default_factory=dict)  # every live key
+    # keys left by a half-written batch, with their committed value
+    repairs: dict[str, Any] = field(default_factory=dict)
+    committed: dict[bytes, bytes] = field(default_factory=dict)  # key -> committed JSON
 
 
 class BatchStore:
@@ -49,15 +67,44 @@ class BatchStore:
         return f"{partition}|{name}".encode()
 
     def load(self, partition: int) -> tuple[Any | None, dict[str, Any]]:
-        """(commit payload or None, {name: value}) as of the last whole batch."""
-        prefix = f"{partition}|".encode()
+        """(commit payload or None, {name: value}) as of the last whole batch.
+
+        Reads the whole partition on the calling thread; the worker runs `read` in a
+        thread instead and `adopt`s its result on the event loop.
+        """
+        loaded = self.read(self.prepare(partition))
+        self.adopt(partition, loaded)
+        return loaded.commit, loaded.values
+
+    def prepare(self, partition: int) -> Scan:
+        """What `read` needs, taken on the event loop: the commit record and a way to
+        list the partition's keys that is safe in another thread."""
         raw_commit = self.table.get(self._key(partition, COMMIT))
-        committed_seq, commit = orjson.loads(raw_commit) if raw_commit else (0, None)
-        self.seq[partition] = committed_seq
-        values: dict[str, Any] = {}
-        repairs: dict[str, Any] = {}
-        committed_json: dict[bytes, bytes] = {}
-        for key, raw in self.table.items():
+        data = self.table.data
+        open_db = getattr(data, "_db_for_partition", None)
+        if open_db is None:  # not the RocksDB store: a table standing in for it
+            return Scan(partition, raw_commit, self.table.items)
+        # Faust's own table views walk the databases of every assigned partition
+        # through dicts the event loop changes at a rebalance; one partition's RocksDB
+        # database can be read from any thread.
+        db = open_db(partition)
+        decode_key, decode_value = data._decode_key, data._decode_value
+
+        def items() -> Iterator[tuple[bytes, bytes]]:
+            for key, value in data._visible_items(db):
+                yield decode_key(key), decode_value(value)
+
+        return Scan(partition, raw_commit, items)
+
+    @classmethod
+    def read(cls, scan: Scan) -> Loaded:
+        """The partition's state as of its last whole batch; touches nothing shared, so
+        it may run in a thread."""
+        partition = scan.partition
+        prefix = f"{partition}|".encode()
+        committed_seq, commit = orjson.loads(scan.raw_commit) if scan.raw_commit else (0, None)
+        loaded = Loaded(committed_seq, commit)
+        for key, raw in scan.items():
             if not key.startswith(prefix):
                 continue
             name = key[len(prefix) :].decode()
@@ -66,13 +113,17 @@ class BatchStore:
             seq, new, old = orjson.loads(raw)
             value = new if seq <= committed_seq else old
             if seq > committed_seq:
-                repairs[name] = value
+                loaded.repairs[name] = value
             if value is not _DELETED:
-                values[name] = value
-                committed_json[key] = orjson.dumps(value)
-        self._repairs[partition] = repairs
-        self._committed[partition] = committed_json
-        return commit, values
+                loaded.values[name] = value
+                loaded.committed[key] = orjson.dumps(value)
+        return loaded
+
+    def adopt(self, partition: int, loaded: Loaded) -> None:
+        """Write on from what `read` found."""
+        self.seq[partition] = loaded.seq
+        self._repairs[partition] = loaded.repairs
+        self._committed[partition] = loaded.committed
 
     async def landed(self, partitions: Iterable[int]) -> None:
         """Wait until the changelog holds the last batch written for each partition.

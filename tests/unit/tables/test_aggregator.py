@@ -110,25 +110,21 @@ def test_closed_windows_are_dropped_after_the_retention_time():
     assert d.agg.active == {}
 
 
-def test_closed_rows_wait_for_the_sink_to_confirm_them():
+def test_changes_name_the_rows_that_became_final():
     d = Driver()
-    d.agg.confirmed = 0
-    d.agg.batch = 1
     d.add(T, "u1", kind="session_start")
     d.add(T + 1_000, "u1", url="/a")
     d.add(T + 2_000, "u1", kind="session_end")
-    d.mark(T + MIN + RETAIN_CLOSED_MS)
-    changes = d.agg.take_changes()
-    assert changes.dropped_page_views == set()  # final, but PostgreSQL has not said so yet
-    assert d.agg.users["u1"].closed == [[T, T + 2_000, "ended", 1]]
-    assert d.agg.open_rows().sessions[("u1", T)].status == "ended"
+    assert not d.agg.take_changes().final_page_views  # open window
 
-    d.agg.batch = 2
-    d.agg.confirmed = 1
+    d.mark(T + MIN + RETAIN_CLOSED_MS)  # closed and past retention at once
     changes = d.agg.take_changes()
+    assert changes.final_page_views == {(T, "/a")}
+    assert changes.page_views[(T, "/a")] == 1  # its final value, though already dropped
     assert changes.dropped_page_views == {(T, "/a")}
-    assert d.agg.users["u1"].closed == []
-    assert "u1" in changes.users
+    assert changes.final_active == {T + k * MIN for k in range(-4, 1)}  # all its windows
+    assert changes.sessions[("u1", T)] == SessionRow("u1", T, T + 2_000, ENDED)
+    assert "u1" not in d.agg.users  # nothing of it is open any more
 
 
 # -- replay and lateness -------------------------------------------------------

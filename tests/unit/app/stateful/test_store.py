@@ -8,60 +8,7 @@ import random
 import pytest
 
 from app.stateful.store import BatchStore
-
-
-class Sent:
-    def done(self) -> bool:
-        return True
-
-
-class LocalStore:
-    """`table.data`: the local store alone, as Faust's RocksDB store."""
-
-    def __init__(self, table: RecordingTable) -> None:
-        self.table = table
-
-    def __setitem__(self, key, value) -> None:
-        dict.__setitem__(self.table, key, value)
-
-
-class RecordingTable(dict):
-    """A dict standing in for a Faust table; remembers every changelog write in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: list[tuple[bytes, bytes | None]] = []
-        self.data = LocalStore(self)
-
-    def __setitem__(self, key, value) -> None:
-        self.send_changelog(None, key, value)
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key) -> None:
-        self.send_changelog(None, key, None)
-        super().__delitem__(key)
-
-    def send_changelog(self, partition, key, value):
-        self.log.append((key, value))
-        return self.sent()
-
-    def sent(self):
-        return Sent()
-
-
-class Event:
-    """Only needs to be weak-referenceable."""
-
-
-def replay(log, onto: RecordingTable | None = None) -> RecordingTable:
-    """The table `log` leaves behind (None deletes), written onto `onto` or a new one."""
-    table = RecordingTable() if onto is None else onto
-    for key, value in log:
-        if value is None:
-            table.pop(key, None)
-        else:
-            dict.__setitem__(table, key, value)
-    return table
+from tests.unit.app.stateful.support import Event, RecordingTable, replay
 
 
 def random_changes(rng: random.Random) -> dict:
