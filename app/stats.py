@@ -22,11 +22,6 @@ class PartitionStats:
 class Stats:
     partitions: dict[int, PartitionStats] = field(default_factory=dict)
     dead_letter_reasons: Counter = field(default_factory=Counter)
-    lake_rows: int = 0
-    lake_errors: int = 0
-    lake_last_error: str | None = None
-    lake_flush_s: float = 0.0
-    lake_commits: int = 0
     lake_maintenance: dict | None = None
     # input record's Kafka timestamp -> the commit that made its outputs visible
     latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram())

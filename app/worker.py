@@ -16,6 +16,7 @@ import faust
 import mode.loop
 
 from app.settings import Settings, faust_broker_credentials
+from app.sinks.contract import Sink
 from app.sinks.lake import LakeTable
 from app.sinks.postgres import PostgresSink
 from app.source.service import SourceStage
@@ -57,6 +58,11 @@ class Worker:
     source: SourceStage
     merge: MergeProcessor
     postgres: PostgresSink
+
+    def sinks(self) -> list[Sink]:
+        """Every sink; the Kafka outputs exist once the source stage has started."""
+        source = self.source
+        return [s for s in (source.outputs, source.lake, self.postgres) if s is not None]
 
 
 def default_to_uvloop() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 
 from app.settings import database_dsn, mask_url, redact, url_secrets
+from app.sinks.contract import SinkHealth
 from app.throttle import Backoff
 from app.timeutil import utc_datetime
 from tables.aggregator import Changes
@@ -117,6 +118,8 @@ class PendingRows:
 
 
 class PostgresSink:
+    name = "postgres"
+
     def __init__(
         self,
         database_url: str,
@@ -135,19 +138,14 @@ class PostgresSink:
         # partition -> newest merge batch whose rows are all in PostgreSQL
         self.confirmed: dict[int, int] = {}
         self.pool: asyncpg.Pool | None = None
-        self.rows_written = 0
-        self.errors = 0
-        self.last_error: str | None = None
-        self.last_latency_s = 0.0
-        # Outage state for /api/stats, /api/health and /metrics (wall-clock epoch seconds).
-        self.consecutive_errors = 0
-        self.failing_since: float | None = None
-        self.last_error_at: float | None = None
-        self.last_success_at: float | None = None
+        self.health = SinkHealth(self.target)
         self._task: asyncio.Task | None = None
 
     def add(self, part: int, changes: Changes, batch: int) -> None:
         self.pending.add(part, changes, batch)
+
+    def pending_rows(self) -> int:
+        return len(self.pending)
 
     def revoke(self, parts: set[int]) -> None:
         self.pending.drop_partitions(parts)
@@ -193,27 +191,20 @@ class PostgresSink:
         self._succeeded()
         log.info("postgres: connected to %s, tables ready", self.target)
 
-    def _succeeded(self) -> None:
-        now = time.time()
-        if self.failing_since is not None:
+    def _succeeded(self, rows: int = 0, seconds: float | None = None) -> None:
+        health = self.health
+        attempts = health.consecutive_errors
+        outage = health.reachable() if seconds is None else health.succeeded(rows, seconds)
+        if outage is not None:
             log.warning(
                 "postgres: %s reachable again after %.1fs and %d failed attempts",
                 self.target,
-                now - self.failing_since,
-                self.consecutive_errors,
+                outage,
+                attempts,
             )
-        self.consecutive_errors = 0
-        self.failing_since = None
-        self.last_success_at = now
 
     def _failed(self, exc: BaseException) -> None:
-        now = time.time()
-        self.errors += 1
-        self.consecutive_errors += 1
-        self.last_error_at = now
-        if self.failing_since is None:
-            self.failing_since = now
-        self.last_error = redact(f"{type(exc).__name__}: {exc}", *self._secrets)
+        self.health.failed(redact(f"{type(exc).__name__}: {exc}", *self._secrets))
 
     async def _run(self) -> None:
         backoff = Backoff(0.5, 10.0)
@@ -232,7 +223,7 @@ class PostgresSink:
                 log.warning(
                     "postgres: write to %s failed (%s); retrying in %.1fs, %d rows kept",
                     self.target,
-                    self.last_error,
+                    self.health.last_error,
                     delay,
                     len(self.pending),
                 )
@@ -253,9 +244,7 @@ class PostgresSink:
             batch.merge_back(self.pending)
             self.pending = batch
             raise
-        self.last_latency_s = time.monotonic() - started
-        self.rows_written += len(batch)
-        self._succeeded()
+        self._succeeded(len(batch), time.monotonic() - started)
         for part, number in batch.batches.items():
             self.confirmed[part] = max(number, self.confirmed.get(part, 0))
 

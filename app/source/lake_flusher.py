@@ -16,6 +16,7 @@ import logging
 import time
 
 from app import failpoints
+from app.sinks.contract import SinkHealth
 from app.sinks.lake import LakeFenced, LakeRows
 from app.stats import Stats
 from app.throttle import Backoff
@@ -26,10 +27,13 @@ RELEASE_TIMEOUT_S = 10.0
 
 
 class LakeFlusher:
+    name = "lake"
+
     def __init__(self, table, settings, stats: Stats) -> None:
         self.table = table  # app.sinks.lake.LakeTable
         self.settings = settings
         self.stats = stats
+        self.health = SinkHealth(str(settings.lake_dir))
         self.rows = LakeRows()
         # rows hold their parsed events until the commit: bounded to keep memory flat
         self.max_buffered = 2 * settings.lake_flush_rows
@@ -88,7 +92,7 @@ class LakeFlusher:
         self._last_flush = time.monotonic()
         return batches, clocks
 
-    def buffered(self) -> int:
+    def pending_rows(self) -> int:
         """Rows not in the lake yet: buffered, and in the commit that is running."""
         return self.rows.rows() + self._inflight_rows
 
@@ -119,8 +123,7 @@ class LakeFlusher:
                 self._moved.update(positions)
                 return
             except Exception as exc:  # disk full, read-only, a bug: keep the rows, retry
-                self.stats.lake_errors += 1
-                self.stats.lake_last_error = f"{type(exc).__name__}: {exc}"
+                self.health.failed(f"{type(exc).__name__}: {exc}")
                 delay = backoff.next()
                 log.error(
                     "lake: cannot write to %s (%s); rows are kept and retried in %.0fs",
@@ -129,10 +132,7 @@ class LakeFlusher:
                     delay,
                 )
                 await asyncio.sleep(delay)
-        self.stats.lake_last_error = None
-        self.stats.lake_rows += sum(len(b) for b in batches.values())
-        self.stats.lake_flush_s = time.monotonic() - started
-        self.stats.lake_commits += 1
+        self.health.succeeded(sum(len(b) for b in batches.values()), time.monotonic() - started)
 
     def maybe_maintain(self, readers) -> None:
         """Every LAKE_MAINTAIN, on the worker that reads source partition 0 (one worker
@@ -154,7 +154,7 @@ class LakeFlusher:
 
     async def wait_for_room(self) -> None:
         """Backpressure: while the lake is far behind, reading waits for it."""
-        while self.buffered() >= self.max_buffered:
+        while self.pending_rows() >= self.max_buffered:
             if self._task is not None and not self._task.done():
                 await asyncio.wait([self._task], timeout=0.5)
             else:

@@ -1,11 +1,13 @@
-"""Writes one batch's outputs into its source partition's transaction, and says what
-went to the dead-letter topic and what was late (at most once a minute each)."""
+"""The Kafka outputs as a sink: writes one batch's outputs into its source partition's
+transaction, and says what went to the dead-letter topic and what was late (at most
+once a minute each). The transactions commit in app/source/commit.py."""
 
 from __future__ import annotations
 
 import logging
 
 from app.settings import Settings
+from app.sinks.contract import SinkHealth
 from app.source.reader import BatchOutput, DeadLetter
 from app.source.transaction import PartitionTransaction
 from app.stats import Stats
@@ -16,12 +18,26 @@ log = logging.getLogger(__name__)
 
 
 class OutputWriter:
-    def __init__(self, settings: Settings, stats: Stats, dlq_partitions: int) -> None:
+    name = "kafka"
+
+    def __init__(
+        self,
+        settings: Settings,
+        stats: Stats,
+        dlq_partitions: int,
+        transactions: dict[int, PartitionTransaction],
+    ) -> None:
         self.settings = settings
         self.stats = stats
         self.dlq_partitions = dlq_partitions
+        self.transactions = transactions  # the source stage's, one per source partition
+        self.health = SinkHealth(settings.kafka_bootstrap_servers)
         self._dlq_log = LogThrottle(60)
         self._late_log = LogThrottle(60)
+
+    def pending_rows(self) -> int:
+        """Records in open transactions."""
+        return sum(txn.records for txn in self.transactions.values())
 
     async def write(self, partition: int, out: BatchOutput, txn: PartitionTransaction) -> None:
         settings = self.settings

@@ -11,18 +11,18 @@ The commit protocol is `Checkpoints.commit` (app/source/commit.py); read it firs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from mode import Service
 
 from app import failpoints
-from app.settings import Settings, kafka_client_options
+from app.settings import Settings
+from app.source import clients
 from app.source.commit import Checkpoints, stream_time_of
 from app.source.lake_flusher import LakeFlusher
 from app.source.outputs import OutputWriter
@@ -31,7 +31,6 @@ from app.source.reader import BatchReader, PartitionReader
 from app.source.transaction import Fenced, PartitionTransaction
 from app.source.verification import VerificationRetries
 from app.stats import Stats
-from app.throttle import Backoff
 from tables.watermark import NO_TIME, SourceClock
 
 log = logging.getLogger(__name__)
@@ -74,45 +73,15 @@ class SourceStage(Service):
 
     # -- lifecycle -----------------------------------------------------------
 
-    def _client_options(self) -> dict:
-        return {
-            "bootstrap_servers": self.settings.kafka_bootstrap_servers,
-            **kafka_client_options(self.settings),
-        }
-
-    def _producer_options(self) -> dict:
-        return {
-            **self._client_options(),
-            "acks": "all",
-            "linger_ms": 5,
-            "max_batch_size": 1 << 20,
-            "max_request_size": 8 << 20,
-            # ride out a broker outage instead of expiring batches after 40 s
-            "request_timeout_ms": 1_200_000,
-            # a transaction's produce requests can come back NOT_ENOUGH_REPLICAS while the
-            # broker verifies the transaction (verification.py): retry soon, not in 100 ms
-            "retry_backoff_ms": 10,
-        }
-
     async def on_start(self) -> None:
         settings = self.settings
-        self.admin = AIOKafkaAdminClient(**self._client_options())
+        self.admin = AIOKafkaAdminClient(**clients.client_options(settings))
         await self.admin.start()
-        await self._declare_outputs()
-        self.consumer = AIOKafkaConsumer(
-            **self._client_options(),
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 << 20,
-            fetch_max_bytes=64 << 20,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
-            max_poll_interval_ms=300_000,
-        )
+        await clients.declare_outputs(self.admin, settings)
+        self.consumer = AIOKafkaConsumer(**clients.consumer_options(settings, self.group_id))
         await self.consumer.start()
         self.checkpoints = Checkpoints(settings, self.stats, self.consumer)
-        enriched = await self._partition_count(settings.enriched_topic)
+        enriched = await clients.partition_count(self.admin, settings.enriched_topic)
         self.batch_reader = BatchReader(
             settings.max_future_ms,
             KeyPartitioner(enriched),
@@ -120,32 +89,13 @@ class SourceStage(Service):
             self.lake.rows,
         )
         self.outputs = OutputWriter(
-            settings, self.stats, await self._partition_count(settings.dlq_topic)
+            settings,
+            self.stats,
+            await clients.partition_count(self.admin, settings.dlq_topic),
+            self.transactions,
         )
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         self.add_future(self._run())
-
-    async def _declare_outputs(self) -> None:
-        """Create the output topics that do not exist yet (the input topic is the user's)."""
-        settings = self.settings
-        existing = set(await self.admin.list_topics())
-        wanted = [
-            NewTopic(name, settings.partitions, settings.replication_factor)
-            for name in (settings.enriched_topic, settings.dlq_topic, settings.internal_topic)
-            if name not in existing
-        ]
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
-                await self.admin.create_topics(wanted)
-
-    async def _partition_count(self, topic: str) -> int:
-        for _ in range(100):
-            described = await self.admin.describe_topics([topic])
-            partitions = described[0].get("partitions") if described else None
-            if partitions:
-                return len(partitions)
-            await asyncio.sleep(0.1)
-        raise KafkaError(f"topic {topic} has no partitions in the cluster metadata")
 
     async def on_stop(self) -> None:
         """SIGTERM: commit what was read, flush the lake, leave the group."""
@@ -278,10 +228,12 @@ class SourceStage(Service):
         await asyncio.gather(*(self._commit_or_rewind(p) for p in partitions))
 
     async def _commit_or_rewind(self, partition: int) -> None:
+        txn = self.transactions[partition]
+        records, started = txn.records, time.monotonic()
         try:
-            await self.checkpoints.commit(
-                partition, self.readers[partition], self.transactions[partition]
-            )
+            await self.checkpoints.commit(partition, self.readers[partition], txn)
+            if records and not txn.records:
+                self.outputs.health.succeeded(records, time.monotonic() - started)
         except Fenced as exc:
             log.warning("source: %s; stopped reading partition %d", exc, partition)
             self.fenced.add(partition)
@@ -289,6 +241,7 @@ class SourceStage(Service):
             self.consumer.pause(TopicPartition(self.topic, partition))
         except KafkaError as exc:
             self.aborts += 1
+            self.outputs.health.failed(f"{type(exc).__name__}: {exc}")
             log.warning(
                 "source: commit of partition %d failed (%s); aborted, reading again from offset %d",
                 partition,
@@ -311,25 +264,9 @@ class SourceStage(Service):
         self.checkpoints.resend_mark(partition)
 
     async def _transaction(self, partition: int) -> PartitionTransaction:
-        """The partition's transactional producer; while the broker is away, retried."""
-        backoff = Backoff(0.5, 10)
-        while True:
-            try:
-                return await PartitionTransaction.start(
-                    TopicPartition(self.topic, partition),
-                    self.group_id,
-                    f"{self.settings.app_id}-{self.topic}-{partition}",
-                    **self._producer_options(),
-                )
-            except KafkaError as exc:
-                delay = backoff.next()
-                log.warning(
-                    "source: cannot start the producer of partition %d (%s); retrying in %.1fs",
-                    partition,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        return await clients.start_transaction(
+            self.settings, self.group_id, partition, self.outputs.health.failed
+        )
 
     def lake_moved(self, partition: int, lake: tuple[int, int]) -> None:
         """The lake table holds `partition` up to another point than this worker thought

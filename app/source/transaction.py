@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
@@ -34,7 +34,7 @@ class PartitionTransaction:
         self.source = source
         self.group_id = group_id
         self._batches: dict[tuple[str, int], object] = {}
-        self.pending = False  # anything added since the last commit
+        self.records = 0  # added since the last commit or abort
         self._open = False
 
     @classmethod
@@ -57,17 +57,21 @@ class PartitionTransaction:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.producer.stop(), 10)
 
+    @property
+    def pending(self) -> bool:
+        return self.records > 0
+
     async def _begin(self) -> None:
         if not self._open:
             await self.producer.begin_transaction()
             self._open = True
 
     async def add(
-        self, topic: str, partition: int, records: Iterable[tuple], headers: bool = False
+        self, topic: str, partition: int, records: Sequence[tuple], headers: bool = False
     ) -> None:
         """Append (key, value) or (key, value, headers) records to one topic partition."""
         await self._begin()
-        self.pending = True
+        self.records += len(records)
         slot = (topic, partition)
         batch = self._batches.get(slot)
         if batch is None:
@@ -104,12 +108,12 @@ class PartitionTransaction:
         except ProducerFenced as exc:
             raise Fenced(f"{self.source} is owned by another worker now") from exc
         self._open = False
-        self.pending = False
+        self.records = 0
 
     async def abort(self) -> None:
         """Drop what is open (the caller reads it again from the committed offset)."""
         self._batches = {}
-        self.pending = False
+        self.records = 0
         if self._open:
             self._open = False
             try:

@@ -96,10 +96,30 @@ def assigned_partitions(worker) -> int:
     return len(assignment(worker.app.consumer)) + (len(assignment(source)) if source else 0)
 
 
+def sink_fields(sink) -> dict:
+    """One sink's `SinkHealth` (app/sinks/contract.py) as `/api/stats` shows it."""
+    health = sink.health
+    return {
+        "target": health.target,
+        "ok": health.ok,
+        "rows_written": health.rows_written,
+        "writes": health.writes,
+        "errors": health.errors,
+        "consecutive_errors": health.consecutive_errors,
+        **epoch_fields("failing_since", health.failing_since),
+        **epoch_fields("last_error_at", health.last_error_at),
+        **epoch_fields("last_success_at", health.last_success_at),
+        "last_error": health.last_error,
+        "last_write_s": health.last_write_s,
+        "pending_rows": sink.pending_rows(),
+    }
+
+
 async def snapshot(worker) -> dict:
     """The `/api/stats` document."""
     app, settings, stats = worker.app, worker.settings, worker.stats
     source, merge, sink = worker.source, worker.merge, worker.postgres
+    lake = source.lake.health
     user_assigned = assignment(app.consumer)
     source_assigned = assignment(source.consumer) if source.consumer else set()
     source_parts = sorted(
@@ -184,28 +204,22 @@ async def snapshot(worker) -> dict:
         "dead_letter_reasons": dict(sorted(stats.dead_letter_reasons.items())),
         "sources": sources,
         "user_partitions": user_partitions,
+        # PostgreSQL and the lake as before; every sink alike under "sinks"
         "sink": {
-            "target": getattr(sink, "target", None),  # DATABASE_URL, password masked
+            **sink_fields(sink),  # target: DATABASE_URL, password masked
             "connected": sink.pool is not None,
-            "ok": sink.pool is not None and not getattr(sink, "consecutive_errors", 0),
-            "rows_written": sink.rows_written,
-            "errors": sink.errors,
-            "consecutive_errors": getattr(sink, "consecutive_errors", 0),
-            **epoch_fields("failing_since", getattr(sink, "failing_since", None)),
-            **epoch_fields("last_error_at", getattr(sink, "last_error_at", None)),
-            **epoch_fields("last_success_at", getattr(sink, "last_success_at", None)),
-            "last_error": sink.last_error,
-            "last_write_latency_s": sink.last_latency_s,
-            "pending_rows": len(sink.pending),
+            "ok": sink.pool is not None and sink.health.ok,
+            "last_write_latency_s": sink.health.last_write_s,
         },
         "lake": {
             "dir": str(settings.lake_dir),
-            "ok": stats.lake_last_error is None,
-            "rows": stats.lake_rows,
-            "errors": stats.lake_errors,
-            "last_error": stats.lake_last_error,
-            "last_flush_s": stats.lake_flush_s,
-            "commits": stats.lake_commits,
-            "buffered_rows": source.lake.buffered(),
+            "ok": lake.ok,
+            "rows": lake.rows_written,
+            "errors": lake.errors,
+            "last_error": None if lake.ok else lake.last_error,
+            "last_flush_s": lake.last_write_s,
+            "commits": lake.writes,
+            "buffered_rows": source.lake.pending_rows(),
         },
+        "sinks": {s.name: sink_fields(s) for s in worker.sinks()},
     }

@@ -188,6 +188,49 @@ def render(snap: dict) -> str:
         "Rows waiting for the next PostgreSQL write.",
         [({}, sink["pending_rows"])],
     )
+    sinks = snap.get("sinks", {})
+
+    def by_sink(field: str) -> list[Sample]:
+        return [({"sink": name}, fields.get(field)) for name, fields in sorted(sinks.items())]
+
+    # every sink alike (app/sinks/contract.py); the unlabelled sink_* above are PostgreSQL's
+    out.add(
+        "pipeline_sink_up",
+        "gauge",
+        "1 while the sink's last write attempt succeeded (or none failed yet), else 0.",
+        by_sink("ok"),
+    )
+    out.add(
+        "pipeline_sink_rows_written_total",
+        "counter",
+        "Rows (records) made durable in the sink.",
+        by_sink("rows_written"),
+    )
+    out.add(
+        "pipeline_sink_writes_total",
+        "counter",
+        "All-or-nothing writes to the sink: Kafka transactions, lake commits, PostgreSQL "
+        "transactions.",
+        by_sink("writes"),
+    )
+    out.add(
+        "pipeline_sink_errors_total",
+        "counter",
+        "Failed write attempts (each is retried).",
+        by_sink("errors"),
+    )
+    out.add(
+        "pipeline_sink_pending_rows",
+        "gauge",
+        "Rows handed to the sink and not durable in it yet.",
+        by_sink("pending_rows"),
+    )
+    out.add(
+        "pipeline_sink_failing_since_seconds",
+        "gauge",
+        "Start of the sink's current outage (epoch seconds); absent when healthy.",
+        by_sink("failing_since_s"),
+    )
     out.add("lake_rows_total", "counter", "Rows written to the Parquet lake.", [({}, lake["rows"])])
     out.add("lake_errors_total", "counter", "Failed lake writes (retried).", [({}, lake["errors"])])
     out.add(

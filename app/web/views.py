@@ -63,7 +63,7 @@ def json_response(view: web.View, payload, status: int = 200) -> web.Response:
 
 def register(worker) -> None:
     """Add the views to `worker.app`; they read the worker's processors and sinks."""
-    app, settings, stats = worker.app, worker.settings, worker.stats
+    app, settings = worker.app, worker.settings
     postgres_sink = worker.postgres
     db_gate = asyncio.Semaphore(1)
 
@@ -140,7 +140,8 @@ def register(worker) -> None:
             postgres = {"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
         except ServiceUnavailable as exc:
             postgres = {"ok": False, "error": exc.detail}
-        lake = {"ok": stats.lake_last_error is None, "error": stats.lake_last_error}
+        lake_health = worker.source.lake.health
+        lake = {"ok": lake_health.ok, "error": None if lake_health.ok else lake_health.last_error}
         assigned = observe.assigned_partitions(worker)
         ok = postgres["ok"] and lake["ok"]
         payload = {

@@ -90,6 +90,13 @@ async def check_stats(api: Api, plan: Plan, got: scenario.Expected, port: int) -
     assert stats["sink"]["connected"] and stats["sink"]["rows_written"] > 0
     assert stats["sink"]["errors"] == 0 and stats["sink"]["last_error"] is None
     assert stats["lake"]["errors"] == 0
+    sinks = stats["sinks"]  # every sink in one shape (app/sinks/contract.py)
+    assert set(sinks) == {"kafka", "lake", "postgres"}
+    assert all(s["ok"] and s["errors"] == 0 and s["writes"] > 0 for s in sinks.values()), sinks
+    assert sinks["lake"]["rows_written"] == sum(plan.valid)
+    # enriched records alone are one per valid event; dead letters, forwards, marks on top
+    assert sinks["kafka"]["rows_written"] > sum(plan.valid) + totals["dead_letters"]
+    assert sinks["postgres"]["rows_written"] == stats["sink"]["rows_written"]
     return open_sessions
 
 
@@ -109,6 +116,8 @@ async def check_metrics(api: Api, plan: Plan, open_sessions: int) -> None:
     assert total(samples, "sink_rows_written_total") > 0
     assert total(samples, "sink_errors_total") == 0
     assert "sink_write_latency_seconds" in samples
+    up = {labels["sink"]: value for labels, value in samples["pipeline_sink_up"]}
+    assert up == {"kafka": 1, "lake": 1, "postgres": 1}
 
 
 async def check_page_views(api: Api, got: scenario.Expected, newest: int) -> None:

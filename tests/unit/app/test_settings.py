@@ -261,11 +261,9 @@ def test_a_missing_certificate_file_fails_at_startup():
 
 def test_source_producers_get_the_security_options():
     """The source stage hands the same options to its transactional producers."""
-    from app.source.service import SourceStage
-    from app.stats import Stats
+    from app.source.clients import producer_options
 
-    stage = SourceStage(Settings.from_env(SASL), Stats(), lake=None)
-    created = stage._producer_options()
+    created = producer_options(Settings.from_env(SASL))
     assert created["security_protocol"] == "SASL_PLAINTEXT"
     assert created["sasl_mechanism"] == "PLAIN"
     assert created["sasl_plain_username"] == "pipeline"
@@ -326,11 +324,13 @@ def test_postgres_sink_shows_and_logs_only_the_masked_url():
     sink = PostgresSink("postgresql://u:db-s3cret@db:5432/x", ssl_rootcert=None)
     assert sink.target == "postgresql://u:***@db:5432/x"
     sink._failed(OSError("auth as u:db-s3cret@db failed"))
-    assert sink.last_error == "OSError: auth as u:***@db failed"
-    assert (sink.errors, sink.consecutive_errors) == (1, 1) and sink.failing_since
+    health = sink.health
+    assert health.target == sink.target
+    assert health.last_error == "OSError: auth as u:***@db failed"
+    assert (health.errors, health.consecutive_errors) == (1, 1) and health.failing_since
     sink._succeeded()
-    assert sink.consecutive_errors == 0 and sink.failing_since is None
-    assert sink.errors == 1 and sink.last_success_at
+    assert health.consecutive_errors == 0 and health.failing_since is None
+    assert health.errors == 1 and health.last_success_at
 
 
 # -- SQL only with parameters ---------------------------------------------------------------

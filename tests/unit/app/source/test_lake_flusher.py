@@ -13,7 +13,7 @@ from app.source import lake_flusher
 from app.source.lake_flusher import LakeFlusher
 from app.source.reader import PartitionReader
 from app.stats import Stats
-from tables.watermark import SourceClock
+from tables.watermark import NO_TIME, SourceClock
 
 T = 1_800_000_000_000
 
@@ -43,8 +43,8 @@ def test_rows_are_kept_while_the_lake_fails():
         flusher.maybe_flush(readers)
         await asyncio.sleep(0.1)
         assert lake.attempts >= 1
-        assert flusher.buffered() == 5  # taken for the commit, not dropped
-        assert flusher.stats.lake_last_error == "OSError: read-only file system"
+        assert flusher.pending_rows() == 5  # taken for the commit, not dropped
+        assert flusher.health.last_error == "OSError: read-only file system"
         flusher._task.cancel()
 
     asyncio.run(scenario())
@@ -95,5 +95,33 @@ def test_rows_buffered_after_a_refused_commit_are_never_committed():
         # 20-25 would be accepted by the table, leaving 10-19 out for good
         assert lake.committed == []
         assert flusher.take_moved() == {}  # released: its next owner reads the table
+
+    asyncio.run(scenario())
+
+
+class SlowLake:
+    """Reading a partition's position takes a while, as a table with a long log does."""
+
+    def resume(self, partition: int) -> LakePosition:
+        time.sleep(0.3)
+        return LakePosition(partition * 10, None)
+
+
+def test_reading_the_lake_positions_leaves_the_event_loop_running():
+    async def scenario():
+        flusher = LakeFlusher(SlowLake(), Settings(), Stats())
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        positions = await flusher.positions([0, 1])
+        ticker.cancel()
+        assert positions == {0: (0, NO_TIME), 1: (10, NO_TIME)}
+        assert ticks >= 20, f"the loop ran {ticks} times in 0.6 s"
 
     asyncio.run(scenario())

@@ -49,6 +49,17 @@ def snapshot(**overrides) -> dict:
             "pending_rows": 0,
         },
         "lake": {"rows": 10, "errors": 0, "buffered_rows": 2},
+        "sinks": {
+            "kafka": {"ok": True, "rows_written": 40, "writes": 3, "errors": 0, "pending_rows": 5},
+            "lake": {
+                "ok": False,
+                "rows_written": 10,
+                "writes": 1,
+                "errors": 2,
+                "pending_rows": 2,
+                "failing_since_s": 1_700_000_000.5,
+            },
+        },
     }
     snap.update(overrides)
     return snap
@@ -83,6 +94,18 @@ def test_counters_and_gauges() -> None:
     assert 'end_to_end_latency_seconds_bucket{le="0.1"} 5' in text
     assert 'end_to_end_latency_seconds_bucket{le="+Inf"} 6' in text
     assert "end_to_end_latency_seconds_count 6" in text
+
+
+def test_every_sink_has_the_same_series_labelled_by_name() -> None:
+    text = render(snapshot())
+    assert 'pipeline_sink_up{sink="kafka"} 1' in text
+    assert 'pipeline_sink_up{sink="lake"} 0' in text
+    assert 'pipeline_sink_rows_written_total{sink="kafka"} 40' in text
+    assert 'pipeline_sink_writes_total{sink="lake"} 1' in text
+    assert 'pipeline_sink_errors_total{sink="lake"} 2' in text
+    assert 'pipeline_sink_pending_rows{sink="kafka"} 5' in text
+    assert 'pipeline_sink_failing_since_seconds{sink="lake"} 1700000000.5' in text
+    assert 'pipeline_sink_failing_since_seconds{sink="kafka"}' not in text  # healthy
 
 
 def test_unknown_values_are_left_out_and_labels_escaped() -> None:
