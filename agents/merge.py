@@ -20,4 +20,7 @@ def register(worker, topic) -> None:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs) -> None:
-        merge.assign({tp.partition for tp in assigned if tp.topic == settings.internal_topic})
+        merge.assign(
+            {tp.partition for tp in assigned if tp.topic == settings.internal_topic},
+            app.consumer_generation_id,
+        )

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import faust
 import mode.loop
+from faust import stores as faust_stores
 
 from app.settings import Settings, faust_broker_credentials
 from app.sinks.contract import Sink
 from app.sinks.lake import LakeTable
 from app.sinks.postgres import PostgresSink
 from app.source.service import SourceStage
+from app.stateful.fenced_store import STORE_SCHEME
 from app.stateful.processor import MergeProcessor
 from app.stateful.stall import StallGuard
 from app.stateful.transport import ReadCommittedTransport
@@ -122,17 +124,27 @@ def build(settings: Settings, lake=None) -> Worker:
         partitions=settings.partitions,
         internal=True,
     )
+    # RocksDB, replaying only the changelog records of each partition's current writer
+    faust_stores.STORES.aliases[STORE_SCHEME] = "app.stateful.fenced_store:FencedStore"
+    table_name = state_table_name(settings)
     state_table = app.Table(
-        state_table_name(settings),
+        table_name,
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
         options=STATE_ROCKSDB_OPTIONS,
+        # the path is the files' name, as Faust's own `rocksdb://` makes it; a URL
+        # with nothing after the scheme is falsy, and Faust would use its default store
+        store=f"{STORE_SCHEME}:{table_name}",
     )
     stats = Stats()
     guard = StallGuard(SESSION_TIMEOUT_S)
     postgres = PostgresSink(
-        settings.database_url, settings.sink_flush_ms, settings.database_ssl_rootcert, guard
+        settings.database_url,
+        settings.sink_flush_ms,
+        settings.database_ssl_rootcert,
+        guard,
+        app_id=settings.app_id,
     )
     if lake is None:
         lake = LakeTable(

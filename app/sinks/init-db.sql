@@ -45,3 +45,15 @@ CREATE TABLE IF NOT EXISTS active_user_partials (
 );
 
 CREATE INDEX IF NOT EXISTS user_sessions_status ON user_sessions (status);
+
+-- The writer of each user-keyed partition's rows, per pipeline (APP_ID): the
+-- consumer-group generation under which it was assigned the partition. A worker that
+-- lost the partition (frozen, then woken) writes under an older generation and its
+-- writes are refused. The owner renews its claims while it runs.
+CREATE TABLE IF NOT EXISTS partition_writers (
+    app_id     text        NOT NULL,
+    part       int         NOT NULL,
+    generation bigint      NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (app_id, part)
+);

@@ -4,6 +4,14 @@ Window counts are partial per user-keyed partition (a window's events come from
 users on every partition); a partition upserts its own partials and the total row
 is recomputed from them in the same transaction, under one advisory lock so two
 workers never race on a sum.
+
+Each transaction first claims its partitions in `partition_writers` with the
+consumer-group generation under which this worker was assigned them. A partition
+claimed under a newer generation belongs to another worker now (this one stood
+still, say, and woke up): its rows are dropped from the transaction, and the new
+owner's rows stay. Owners renew their claims every RENEW_CLAIMS_S while idle; a claim
+not renewed for STALE_CLAIM_S has no live owner and gives way to any generation (a
+group's generations start again at 1 when Kafka forgets the group or is replaced).
 """
 
 from __future__ import annotations
@@ -17,104 +25,35 @@ import asyncpg
 
 from app.settings import database_dsn, mask_url, redact, url_secrets
 from app.sinks.contract import SinkHealth
+from app.sinks.pending_rows import PendingRows
+from app.sinks.postgres_sql import (
+    AU_WINDOW_S,
+    CLAIM,
+    LOCK_KEY,
+    PV_WINDOW_S,
+    ROLLUP_AU,
+    ROLLUP_PV,
+    STUCK_HOLDERS,
+    UPSERT_AU_PARTIAL,
+    UPSERT_PV_PARTIAL,
+    UPSERT_SESSIONS,
+)
 from app.throttle import Backoff
 from app.timeutil import utc_datetime
 from tables.aggregator import Changes
-from tables.windows import ACTIVE_USERS_WINDOW_MS, PAGE_VIEW_WINDOW_MS
 
 log = logging.getLogger(__name__)
 DDL = Path(__file__).with_name("init-db.sql")
-_LOCK_KEY = 0x41435456  # "ACTV"
-
-UPSERT_PV_PARTIAL = """
-INSERT INTO page_view_count_partials (window_start, page_url, part, view_count)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::int[], $4::bigint[])
-ON CONFLICT (window_start, page_url, part) DO UPDATE SET view_count = EXCLUDED.view_count
-"""
-PV_WINDOW_S = PAGE_VIEW_WINDOW_MS // 1000
-AU_WINDOW_S = ACTIVE_USERS_WINDOW_MS // 1000
-ROLLUP_PV = """
-INSERT INTO page_view_counts (window_start, window_end, page_url, view_count, updated_at)
-SELECT p.window_start, p.window_start + make_interval(secs => $3), p.page_url,
-       sum(p.view_count), now()
-FROM page_view_count_partials p
-JOIN unnest($1::timestamptz[], $2::text[]) AS k(ws, url) ON p.window_start = k.ws
-  AND p.page_url = k.url
-GROUP BY p.window_start, p.page_url
-ON CONFLICT (window_start, page_url) DO UPDATE
-  SET view_count = EXCLUDED.view_count, updated_at = EXCLUDED.updated_at
-"""
-UPSERT_AU_PARTIAL = """
-INSERT INTO active_user_partials (window_start, part, user_count)
-SELECT * FROM unnest($1::timestamptz[], $2::int[], $3::bigint[])
-ON CONFLICT (window_start, part) DO UPDATE SET user_count = EXCLUDED.user_count
-"""
-ROLLUP_AU = """
-INSERT INTO active_users (window_start, window_end, active_user_count, updated_at)
-SELECT p.window_start, p.window_start + make_interval(secs => $2), sum(p.user_count), now()
-FROM active_user_partials p WHERE p.window_start = ANY($1::timestamptz[])
-GROUP BY p.window_start
-ON CONFLICT (window_start) DO UPDATE
-  SET active_user_count = EXCLUDED.active_user_count, updated_at = EXCLUDED.updated_at
-"""
-UPSERT_SESSIONS = """
-INSERT INTO user_sessions (user_id, session_start_time, session_end_time,
-                           session_duration_seconds, status, updated_at)
-SELECT u, s, e, d, st, now()
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::double precision[], $5::text[])
-  AS r(u, s, e, d, st)
-ON CONFLICT (user_id, session_start_time) DO UPDATE
-  SET session_end_time = EXCLUDED.session_end_time,
-      session_duration_seconds = EXCLUDED.session_duration_seconds,
-      status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
-"""
+# A worker frozen in the middle of a transaction holds the advisory lock, and every
+# other worker's writes wait on it: the server ends such a session after this long,
+# and a writer waiting for the lock ends a holder stuck on its client that long.
+IDLE_IN_TRANSACTION_MS = 10_000
+STUCK_HOLDER_S = 10.0
+RENEW_CLAIMS_S = 10.0
+STALE_CLAIM_S = 60.0
 
 
 ts = utc_datetime
-
-
-class PendingRows:
-    """Latest absolute value per row key, merged across batches until written."""
-
-    def __init__(self) -> None:
-        self.page_views: dict[tuple[int, str, int], int] = {}
-        self.active: dict[tuple[int, int], int] = {}
-        self.sessions: dict[tuple[str, int], tuple] = {}
-        self.batches: dict[int, int] = {}  # partition -> newest merge batch included
-
-    def add(self, part: int, changes: Changes, batch: int) -> None:
-        self.batches[part] = max(batch, self.batches.get(part, 0))
-        for (start, url), count in changes.page_views.items():
-            self.page_views[(start, url, part)] = count
-        for start, count in changes.active_users.items():
-            self.active[(start, part)] = count
-        for key, row in changes.sessions.items():
-            self.sessions[key] = (row.user_id, row.start, row.end, row.duration_s, row.status, part)
-
-    def drop_partitions(self, parts: set[int]) -> None:
-        """Forget rows of partitions this worker no longer owns: their new owner re-upserts
-        everything its restored state holds, and these may be older than its rows."""
-        self.page_views = {k: v for k, v in self.page_views.items() if k[2] not in parts}
-        self.active = {k: v for k, v in self.active.items() if k[1] not in parts}
-        self.sessions = {k: v for k, v in self.sessions.items() if v[5] not in parts}
-        for part in parts:
-            self.batches.pop(part, None)
-
-    def __len__(self) -> int:
-        return len(self.page_views) + len(self.active) + len(self.sessions)
-
-    def merge_back(self, newer: PendingRows) -> None:
-        """Put an unwritten batch back under anything that arrived after it."""
-        for part, batch in newer.batches.items():
-            self.batches[part] = max(batch, self.batches.get(part, 0))
-        for mine, theirs in (
-            (self.page_views, newer.page_views),
-            (self.active, newer.active),
-            (self.sessions, newer.sessions),
-        ):
-            merged = {**mine, **theirs}
-            mine.clear()
-            mine.update(merged)
 
 
 class PostgresSink:
@@ -126,7 +65,9 @@ class PostgresSink:
         flush_ms: int = 500,
         ssl_rootcert: str | None = None,
         guard=None,
+        app_id: str = "pipeline",
     ) -> None:
+        self.app_id = app_id  # whose claims in partition_writers
         self.guard = guard  # app.stateful.stall.StallGuard: holds writes after a stall
         self.database_url = database_url
         # Only the masked form is ever logged or shown; error texts are redacted too.
@@ -137,6 +78,10 @@ class PostgresSink:
         self.pending = PendingRows()
         # partition -> newest merge batch whose rows are all in PostgreSQL
         self.confirmed: dict[int, int] = {}
+        # partition -> consumer-group generation under which this worker owns it
+        self.generations: dict[int, int] = {}
+        self.refused_partitions = 0  # partitions' rows refused: another worker owns them
+        self._claimed_at = 0.0  # monotonic time of the last claim
         self.pool: asyncpg.Pool | None = None
         self.health = SinkHealth(self.target)
         self._task: asyncio.Task | None = None
@@ -147,10 +92,15 @@ class PostgresSink:
     def pending_rows(self) -> int:
         return len(self.pending)
 
+    def assign(self, parts: set[int], generation: int) -> None:
+        for part in parts:
+            self.generations[part] = generation
+
     def revoke(self, parts: set[int]) -> None:
         self.pending.drop_partitions(parts)
         for part in parts:
             self.confirmed.pop(part, None)
+            self.generations.pop(part, None)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="postgres-sink")
@@ -173,17 +123,18 @@ class PostgresSink:
             "min_size": 1,
             "max_size": 2,
             "command_timeout": 30,
+            "server_settings": {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
         }
 
     async def connect(self) -> None:
         pool = await asyncpg.create_pool(**self.connect_options())
         try:
             async with pool.acquire() as conn:
-                await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+                await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
                 try:
                     await conn.execute(DDL.read_text())
                 finally:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+                    await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
         except BaseException:
             pool.terminate()  # the server may be gone: do not wait for a graceful close
             raise
@@ -231,6 +182,8 @@ class PostgresSink:
 
     async def flush(self) -> None:
         if not self.pending:
+            if self.generations and time.monotonic() - self._claimed_at >= RENEW_CLAIMS_S:
+                await self._renew()
             return
         if self.guard is not None and not self.guard.alive():
             await self.guard.settled()  # the rebalance drops rows of partitions given away
@@ -248,10 +201,60 @@ class PostgresSink:
         for part, number in batch.batches.items():
             self.confirmed[part] = max(number, self.confirmed.get(part, 0))
 
+    async def _lock(self, conn) -> None:
+        """Take the writers' lock for this transaction.
+
+        A worker frozen in the middle of a transaction keeps holding it, and the
+        server does not end a session that stopped part way through a message; so
+        a holder that has waited on its client for STUCK_HOLDER_S is ended here.
+        """
+        backoff = Backoff(0.01, 0.5)
+        while not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_KEY):
+            for row in await conn.fetch(STUCK_HOLDERS, LOCK_KEY, STUCK_HOLDER_S):
+                log.warning(
+                    "postgres: session %d has held the writers' lock for over %.0fs "
+                    "waiting on its worker (frozen?); ending it",
+                    row["pid"],
+                    STUCK_HOLDER_S,
+                )
+                await conn.execute("SELECT pg_terminate_backend($1)", row["pid"])
+            await asyncio.sleep(backoff.next())
+
+    async def _renew(self) -> None:
+        """Nothing to write: renew the claims, so they do not go stale."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._lock(conn)
+            await self._claim(conn, set(self.generations))
+
+    async def _claim(self, conn, parts: set[int]) -> set[int]:
+        """Claim `parts` for this transaction; returns those another worker owns now."""
+        mine = {p: self.generations[p] for p in parts if p in self.generations}
+        claimed = set()
+        if mine:
+            self._claimed_at = time.monotonic()
+            rows = await conn.fetch(
+                CLAIM, list(mine), list(mine.values()), STALE_CLAIM_S, self.app_id
+            )
+            claimed = {row["part"] for row in rows}
+        refused = parts - claimed
+        if refused:
+            self.refused_partitions += len(refused)
+            log.warning(
+                "postgres: partitions %s are written by a worker of a newer generation "
+                "than this one's %s; their rows are left to it",
+                sorted(refused),
+                {p: mine.get(p) for p in sorted(refused)},
+            )
+        return refused
+
     async def _write(self, batch: PendingRows) -> None:
         assert self.pool is not None
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await self._lock(conn)
+            refused = await self._claim(conn, set(batch.batches))
+            if refused:
+                batch.drop_partitions(refused)
             if batch.page_views:
                 keys = list(batch.page_views)
                 starts = [ts(k[0]) for k in keys]

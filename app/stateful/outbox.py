@@ -31,6 +31,9 @@ class Outbox:
     def __init__(self) -> None:
         self._rows: dict[Entry, Any] = {}  # entry -> its final value
         self._batch: dict[Entry, int] = {}  # entry -> the batch that last carried it
+        # batch -> entries it carried, oldest batch first (batch numbers only grow), so
+        # a release touches only what it releases, even after a long PostgreSQL outage
+        self._carried: dict[int, list[Entry]] = {}
         self._writes: dict[str, Any] = {}  # state keys changed since `snapshot`
 
     def __len__(self) -> int:
@@ -48,16 +51,24 @@ class Outbox:
 
     def _put(self, entry: Entry, value: Any, batch: int) -> None:
         self._rows[entry] = value
-        self._batch[entry] = batch
         self._writes[_name(entry)] = value
+        self._carry(entry, batch)
+
+    def _carry(self, entry: Entry, batch: int) -> None:
+        self._batch[entry] = batch
+        self._carried.setdefault(batch, []).append(entry)
 
     def release(self, confirmed: int) -> None:
         """Forget what batches up to `confirmed` carried: PostgreSQL has it."""
-        done = [entry for entry, batch in self._batch.items() if batch <= confirmed]
-        for entry in done:
-            del self._rows[entry]
-            del self._batch[entry]
-            self._writes[_name(entry)] = None
+        while self._carried:
+            batch = next(iter(self._carried))
+            if batch > confirmed:
+                return
+            for entry in self._carried.pop(batch):
+                if self._batch.get(entry) == batch:  # not carried again since
+                    del self._rows[entry]
+                    del self._batch[entry]
+                    self._writes[_name(entry)] = None
 
     def snapshot(self) -> dict[str, Any]:
         """The state keys changed since the last snapshot (None: deleted)."""
@@ -81,13 +92,14 @@ class Outbox:
             else:
                 raise ValueError(f"not an outbox key: {name!r}")
             self._rows[entry] = value
-            self._batch[entry] = 0
+            self._carry(entry, 0)
 
     def resend(self, batch: int) -> Changes:
         """Every row held, as carried again by `batch` (after a restore)."""
         rows = Changes()
+        self._carried.clear()
         for entry, value in self._rows.items():
-            self._batch[entry] = batch
+            self._carry(entry, batch)
             if entry[0] == "pv":
                 rows.page_views[entry[1:]] = value
             elif entry[0] == "au":

@@ -11,6 +11,7 @@ persisted with that state, until PostgreSQL has them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -32,18 +33,27 @@ class MergeProcessor:
         # before a rebalance may still hold records of partitions that have moved, and
         # between revocation and assignment nothing is ours.
         self.owned: set[int] | None = None
+        self.generation = 0  # the consumer group's, of the last assignment
         self.rebalances = 0
         self.store = BatchStore(state_table)
         self.sink = sink  # app.sinks.postgres.PostgresSink
         self.parts: dict[int, PartitionAggregator] = {}
         self.outboxes: dict[int, Outbox] = {}
         self.input_offset: dict[int, int] = {}
+        # Numbers of the batches handed to the sink, which confirms them in order: one
+        # sequence for every partition and ownership, so a number confirms only what
+        # was handed over under it (a confirmation from before a revoke, say, cannot
+        # release rows handed over after the partition came back).
+        self._sink_batches = itertools.count(1)
 
     # -- partitions ----------------------------------------------------------
 
-    def assign(self, partitions: set[int]) -> None:
+    def assign(self, partitions: set[int], generation: int) -> None:
+        """`generation`: the consumer group's, under which the partitions are ours."""
         self.owned = set(partitions)
+        self.generation = generation
         self.rebalances += 1
+        self.sink.assign(partitions, generation)
         self.guard.reset()
 
     def revoke(self, partitions: set[int]) -> None:
@@ -76,21 +86,23 @@ class MergeProcessor:
         for scan, (loaded, agg, box) in zip(scans, restored, strict=True):
             partition = scan.partition
             self.store.adopt(partition, loaded)
+            self.store.own(partition, self.generation)
             self.parts[partition], self.outboxes[partition] = agg, box
             self.input_offset[partition] = -1 if loaded.commit is None else loaded.commit["o"]
-            # everything it holds goes out again with the next batch
-            batch = loaded.seq + 1
+            # everything it holds goes out again
+            batch = next(self._sink_batches)
             self.sink.add(partition, agg.open_rows(), batch)
             self.sink.add(partition, box.resend(batch), batch)
             if loaded.commit is not None:
                 log.info(
                     "merge: partition %d restored at input offset %d, watermark %d, %d users, "
-                    "%d final rows not yet in PostgreSQL",
+                    "%d final rows not yet in PostgreSQL, %d events late at merge so far",
                     partition,
                     loaded.commit["o"],
                     agg.watermark,
                     len(agg.users),
                     len(box),
+                    agg.late_at_merge,
                 )
         return True
 
@@ -164,7 +176,7 @@ class MergeProcessor:
         if last.message.offset <= done_through:
             return
         self.input_offset[partition] = last.message.offset
-        batch = self.store.seq[partition] + 1
+        batch = next(self._sink_batches)
         changes = agg.take_changes()
         box = self.outboxes[partition]
         box.release(self.sink.confirmed.get(partition, 0))
@@ -172,4 +184,24 @@ class MergeProcessor:
         writes = agg.snapshot(changes)
         writes.update(box.snapshot())
         self.store.write(partition, last, writes, agg.checkpoint(last.message.offset))
+        self._acknowledge_when_landed(events, self.store.last_send(partition))
         self.sink.add(partition, changes, batch)
+
+    @staticmethod
+    def _acknowledge_when_landed(events: list, sent) -> None:
+        """Acknowledge `events` once the changelog holds their batch.
+
+        Faust commits the offsets of acknowledged records, and a table's changelog
+        records are sent apart from those commits: a worker killed between the two
+        would leave offsets committed past state that never reached the changelog.
+        If the send fails the records stay unacknowledged and are read again.
+        """
+        for event in events:
+            event.message.incref()
+
+        def landed(future) -> None:
+            if not future.cancelled() and future.exception() is None:
+                for event in events:
+                    event.ack()
+
+        sent.add_done_callback(landed)

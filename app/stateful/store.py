@@ -3,7 +3,7 @@
 Faust writes each key to the changelog on its own, so a crash can leave half a batch
 behind. Every key of one partition lives in one table, hence in one changelog
 partition, where records keep their order: a batch is its key records followed by
-a commit record. Each key record is `[seq, new, old]`; on load a key whose seq is
+a commit record. Each key record is `[seq, new, old, ...]`; on load a key whose seq is
 newer than the last commit record reads as `old`, so the state is exactly that of
 the last whole batch. The commit record also carries the input offset the batch
 ended at, so the stage re-reads only what that state does not hold.
@@ -15,6 +15,14 @@ so the replay moves such keys back while the commit record may stay ahead. That
 loads correctly only if the changelog already held every earlier batch when a
 batch was written, and a key is written once per batch: `landed` waits for the
 first, `write` keeps the second.
+
+A worker that froze and lost its partitions can wake with records in flight; they
+land after its successor's. So every record carries its writer's token (`own`): the
+table's store skips them on replay (fenced_store.py); key records also hold the token
+(`[seq, new, old, token...]`) and the commit record the token and the seq its writer
+took over at, so a key a former owner wrote after that seq (its own late batch, still
+in its local database when it gets the partition back) loads as `old`; and the
+persisted changelog offset never moves past another writer's records (`_on_sent`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from typing import Any
 
 import orjson
 from faust.streams import _current_event
+from faust.types import TP
+
+from app.stateful.fenced_store import WRITER_HEADER, WRITER_KEY, Token, encode_token
 
 COMMIT = "~commit"
 _DELETED = None
@@ -61,6 +72,14 @@ class BatchStore:
         # changelog send of each partition's last commit record; sent in order after
         # the batch's key records, so once it is acknowledged the whole batch is in Kafka
         self._sent: dict[int, asyncio.Future] = {}
+        # partition -> the writer-token header of its records (`own`)
+        self._headers: dict[int, list[tuple[str, bytes]]] = {}
+        self._unmarked: set[int] = set()  # owned, token not yet in the local database
+        # partition -> offset its next record should land at, None after a gap (_on_sent)
+        self._next_offset: dict[int, int | None] = {}
+        self._callbacks: dict[int, Callable] = {}
+        self._tokens: dict[int, Token] = {}
+        self._owned_from: dict[int, int] = {}  # the seq of the last batch before `own`
 
     @staticmethod
     def _key(partition: int, name: str) -> bytes:
@@ -102,7 +121,11 @@ class BatchStore:
         it may run in a thread."""
         partition = scan.partition
         prefix = f"{partition}|".encode()
-        committed_seq, commit = orjson.loads(scan.raw_commit) if scan.raw_commit else (0, None)
+        committed_seq, commit, *writer = (
+            orjson.loads(scan.raw_commit) if scan.raw_commit else (0, None)
+        )
+        # the last commit's writer token and the seq it took the partition over at
+        owner, owned_from = (writer[:2], writer[2]) if writer else (None, 0)
         loaded = Loaded(committed_seq, commit)
         for key, raw in scan.items():
             if not key.startswith(prefix):
@@ -110,9 +133,12 @@ class BatchStore:
             name = key[len(prefix) :].decode()
             if name == COMMIT:
                 continue
-            seq, new, old = orjson.loads(raw)
-            value = new if seq <= committed_seq else old
-            if seq > committed_seq:
+            seq, new, old, *by = orjson.loads(raw)
+            # newer than the last whole batch, or written after its writer took the
+            # partition over by a writer that had lost it (a frozen worker's late batch)
+            stale = seq > committed_seq or (owner is not None and by != owner and seq > owned_from)
+            value = old if stale else new
+            if stale:
                 loaded.repairs[name] = value
             if value is not _DELETED:
                 loaded.values[name] = value
@@ -136,12 +162,68 @@ class BatchStore:
         if pending:
             await asyncio.wait(pending)
 
+    def own(self, partition: int, generation: int) -> Token:
+        """This worker writes `partition` from now on, assigned under `generation`.
+
+        Call after the partition's state is restored: the token starts at the changelog
+        position restored up to, so it is newer than any earlier writer's
+        (fenced_store.py).
+        """
+        offset_of = getattr(self.table.data, "persisted_offset", None)
+        persisted = None
+        if offset_of is not None:
+            persisted = offset_of(TP(self.table.changelog_topic.get_topic_name(), partition))
+        start = (-1 if persisted is None else persisted) + 1
+        token = (start, generation)
+        self._headers[partition] = [(WRITER_HEADER, encode_token(token))]
+        self._tokens[partition] = token
+        self._owned_from[partition] = self.seq.get(partition, 0)
+        self._unmarked.add(partition)
+        self._next_offset[partition] = start
+        self._callbacks[partition] = self._on_sent(partition)
+        return token
+
+    def _on_sent(self, partition: int):
+        """Advance the partition's persisted changelog offset over this worker's own
+        records only while they follow on without a gap.
+
+        Faust moves it to the offset of every record a table sends. When records of
+        another writer landed in between (a worker that had lost the partition), that
+        skipped them: a later restore started past them and never read them.
+        """
+
+        def sent(future) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return  # Faust logs the failed send
+            metadata = future.result()
+            if self._next_offset.get(partition) != metadata.offset:
+                self._next_offset[partition] = None  # a gap: replay from before it
+                return
+            self._next_offset[partition] = metadata.offset + 1
+            self.table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+
+        return sent
+
+    def _send(self, partition: int, key: bytes, value: bytes | None) -> asyncio.Future:
+        """One changelog record with this worker's writer token (`own`)."""
+        table = self.table
+        return table.changelog_topic.send_soon(
+            key=key,
+            value=value,
+            partition=partition,
+            headers=self._headers[partition],
+            key_serializer="raw",
+            value_serializer="raw",
+            callback=self._callbacks[partition],
+            eager_partitioning=True,
+        )
+
     def write(self, partition: int, event, changes: Mapping[str, Any], commit: Any) -> None:
         """Write one batch (value None deletes) and its commit record, in that order.
 
         Runs in the context of `event`, a record of this partition, because Faust picks
-        the RocksDB and changelog partition from the current event. Await `landed` for
-        the partition first.
+        the RocksDB partition from the current event. Await `landed` for the partition
+        first, and `own` it before its first batch.
         """
         committed = self.seq.get(partition, 0)
         seq = committed + 1
@@ -150,14 +232,19 @@ class BatchStore:
             changes = {**repairs, **changes}
         token = _current_event.set(weakref.ref(event))
         try:
-            table = self.table
+            local, send = self.table.data, self._send
+            writer = b"%d,%d" % self._tokens[partition]
+            if partition in self._unmarked:
+                self._unmarked.discard(partition)
+                local[WRITER_KEY] = self._headers[partition][0][1]
             # keys deleted by the previous (now committed) batch can go for good, unless
             # this batch writes them again: two writes of a key in one batch could be
             # split by the changelog replay after a crash (see the module docstring)
             for key in self._tombstones.pop(partition, ()):
                 name = key.split(b"|", 1)[1].decode()
-                if changes.get(name, _DELETED) is _DELETED and key in table:
-                    del table[key]
+                if changes.get(name, _DELETED) is _DELETED and key in local:
+                    del local[key]
+                    send(partition, key, None)
             deleted = []
             known = self._committed.setdefault(partition, {})
             for name, new in changes.items():
@@ -168,21 +255,30 @@ class BatchStore:
                         continue
                     deleted.append(key)
                     del known[key]
-                    table[key] = b"[%d,null,%b]" % (seq, old)
-                    continue
-                new_json = orjson.dumps(new)
-                known[key] = new_json
-                table[key] = b"[%d,%b,%b]" % (seq, new_json, old or b"null")
-            # `table[key] = value` without dropping the changelog send's future
+                    value = b"[%d,null,%b,%b]" % (seq, old, writer)
+                else:
+                    new_json = orjson.dumps(new)
+                    known[key] = new_json
+                    value = b"[%d,%b,%b,%b]" % (seq, new_json, old or b"null", writer)
+                local[key] = value
+                send(partition, key, value)
             key = self._key(partition, COMMIT)
-            value = orjson.dumps([seq, commit], option=orjson.OPT_NON_STR_KEYS)
-            self._sent[partition] = table.send_changelog(partition, key, value)
-            table.data[key] = value
+            start, generation = self._tokens[partition]
+            value = orjson.dumps(
+                [seq, commit, start, generation, self._owned_from[partition]],
+                option=orjson.OPT_NON_STR_KEYS,
+            )
+            local[key] = value
+            self._sent[partition] = send(partition, key, value)
         finally:
             _current_event.reset(token)
         self.seq[partition] = seq
         if deleted:
             self._tombstones[partition] = deleted
+
+    def last_send(self, partition: int) -> asyncio.Future:
+        """The changelog send of the partition's last commit record."""
+        return self._sent[partition]
 
     def forget(self, partition: int) -> None:
         self.seq.pop(partition, None)
@@ -190,3 +286,9 @@ class BatchStore:
         self._repairs.pop(partition, None)
         self._committed.pop(partition, None)
         self._sent.pop(partition, None)
+        self._headers.pop(partition, None)
+        self._unmarked.discard(partition)
+        self._next_offset.pop(partition, None)
+        self._callbacks.pop(partition, None)
+        self._tokens.pop(partition, None)
+        self._owned_from.pop(partition, None)

@@ -191,6 +191,7 @@ async def snapshot(worker) -> dict:
     totals["transactions_committed"] = source.checkpoints.commits if source.checkpoints else 0
     totals["transactions_aborted"] = source.aborts
     totals["commits_refused_by_fence"] = source.refused_by_fence
+    totals["postgres_partitions_refused_by_fence"] = sink.refused_partitions
     totals["transaction_verification_retries"] = source.verification_retries.count
     totals["late_at_merge"] = sum(p["late_at_merge"] for p in user_partitions)
     totals["open_sessions"] = sum(p["open_sessions"] for p in user_partitions)

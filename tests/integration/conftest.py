@@ -53,6 +53,9 @@ async def fresh_db(database_url, unique):
     await conn.close()
     url = database_url.rsplit("/", 1)[0] + f"/{name}"
     yield url
+    if os.environ.get("KEEP_TEST_DB"):  # for a look afterwards
+        print(f"\nkept database {name}")
+        return
     await drop_database(database_url, name)
 
 

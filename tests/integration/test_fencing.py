@@ -12,10 +12,9 @@ offsets B committed: that is ordinary rebalancing.)
 - the enriched topic, read_committed, holds every valid event exactly once;
 - the lake holds every source offset exactly once.
 
-PostgreSQL rows are not asserted here: the stateful stage's changelog writes are not
-fenced, and changelog records a frozen worker had in flight land after the new
-owner's (README, Delivery guarantees). Without a freeze, the crash and scale-out
-tests check the rows.
+PostgreSQL rows are not asserted here yet: with the stateful stage's fencing (README,
+Delivery guarantees) they matched in 7 of 8 runs, not all; the open cause is written
+down there. Without a freeze, the crash and scale-out tests check the rows.
 """
 
 from __future__ import annotations

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 
 class Sent:
+    """A changelog send that has landed."""
+
     def done(self) -> bool:
         return True
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self):
+        return None
+
+    def add_done_callback(self, callback) -> None:
+        callback(self)
 
 
 class LocalStore:
@@ -17,6 +28,23 @@ class LocalStore:
     def __setitem__(self, key, value) -> None:
         dict.__setitem__(self.table, key, value)
 
+    def __delitem__(self, key) -> None:
+        dict.__delitem__(self.table, key)
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self.table, key)
+
+
+class Changelog:
+    """`table.changelog_topic`: records every send in the table's log, in order."""
+
+    def __init__(self, table: RecordingTable) -> None:
+        self.table = table
+
+    def send_soon(self, *, key, value, partition, headers=None, **options):
+        self.table.headers.append(headers)
+        return self.table.send_changelog(partition, key, value)
+
 
 class RecordingTable(dict):
     """A dict standing in for a Faust table; remembers every changelog write in order."""
@@ -24,7 +52,12 @@ class RecordingTable(dict):
     def __init__(self) -> None:
         super().__init__()
         self.log: list[tuple[bytes, bytes | None]] = []
+        self.headers: list = []
         self.data = LocalStore(self)
+        self.changelog_topic = Changelog(self)
+
+    def _on_changelog_sent(self, future) -> None:
+        pass
 
     def __setitem__(self, key, value) -> None:
         self.send_changelog(None, key, value)

@@ -76,3 +76,13 @@ def test_user_ids_with_the_separator_survive_a_restore():
     restored = Outbox()
     restored.restore(box.snapshot())
     assert restored.resend(2).sessions == {("a|b", T): SessionRow("a|b", T, T + 1, ENDED)}
+
+
+def test_a_row_carried_again_waits_for_the_later_batch():
+    box = Outbox()
+    box.hold(final_changes(), batch=3)
+    box.hold(Changes(active_users={T: 2}, final_active={T}), batch=5)  # the same row again
+    box.release(4)
+    assert len(box) == 1 and box.resend(6).active_users == {T: 2}
+    box.release(6)
+    assert len(box) == 0

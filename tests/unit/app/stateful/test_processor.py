@@ -11,10 +11,11 @@ from types import SimpleNamespace
 from app.stateful.processor import MergeProcessor
 from app.stateful.stall import StallGuard
 from app.wire import WatermarkMark, encode_events, encode_mark
-from tables.sessions import ENDED, SessionRow
+from tables.sessions import ENDED, TIMED_OUT, SessionRow
 from tests.unit.app.stateful.support import RecordingTable
 
 MIN = 60_000
+TIMEOUT = 15 * MIN
 T = 1_769_679_060_000
 SETTINGS = SimpleNamespace(session_timeout_ms=15 * MIN)
 
@@ -32,6 +33,9 @@ class Event:
     def __init__(self, message: Message) -> None:
         self.message = message
 
+    def ack(self) -> None:
+        self.message.refs -= 1
+
 
 class Sink:
     """Records what the processor hands to PostgreSQL; confirms what the test says."""
@@ -42,6 +46,9 @@ class Sink:
 
     def add(self, partition: int, changes, batch: int) -> None:
         self.added.append((partition, changes, batch))
+
+    def assign(self, partitions: set[int], generation: int) -> None:
+        pass
 
     def revoke(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -81,7 +88,7 @@ class Input:
 
 def processor(table: RecordingTable, sink: Sink) -> MergeProcessor:
     merge = MergeProcessor(SETTINGS, table, sink, StallGuard(10.0))
-    merge.assign({0})
+    merge.assign({0}, 1)
     return merge
 
 
@@ -170,8 +177,63 @@ async def test_state_read_across_a_rebalance_is_not_used_and_the_records_are_lef
     handling = asyncio.create_task(merge.handle([event]))
     await asyncio.to_thread(table.listing.wait, 5)
     merge.revoke({0})
-    merge.assign({0})
+    merge.assign({0}, 1)
     table.go.set()
     await handling
     assert merge.parts == {}  # restored anew with the next records
     assert event.message.refs == 1  # not acknowledged: read again from the committed offset
+
+
+class SlowChangelog(RecordingTable):
+    """Changelog sends that land when the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends: list[asyncio.Future] = []
+
+    def sent(self):
+        future = asyncio.get_running_loop().create_future()
+        self.sends.append(future)
+        return future
+
+
+async def test_records_are_acknowledged_only_once_their_batch_is_in_the_changelog():
+    table = SlowChangelog()
+    merge = processor(table, Sink())
+    event = Input().events((T, "u1", "page_view"))
+    await merge.handle([event])
+    assert event.message.refs == 1  # Faust may not commit its offset yet
+    for future in table.sends:
+        future.set_result(None)
+    await asyncio.sleep(0)
+    assert event.message.refs == 0
+
+    failed = Input().events((T, "u2", "page_view"))
+    failed.message.offset = 5
+    await merge.handle([failed])
+    table.sends[-1].set_exception(OSError("broker gone"))
+    await asyncio.sleep(0)
+    assert failed.message.refs == 1  # never acknowledged: read again after a restart
+
+
+async def test_confirming_the_rows_sent_after_a_restore_does_not_release_later_ones():
+    """The rows a restore sends again and the first batch after it are numbered apart:
+    PostgreSQL confirming the first must not drop the second's final rows unwritten."""
+    table, source = RecordingTable(), Input()
+    merge = processor(table, Sink())
+    await merge.handle([source.events((T, "u1", "session_start")), source.mark(T + 1)])
+
+    sink = Sink()
+    merge = processor(table, sink)
+    await merge.handle([source.mark(T + TIMEOUT + 1)])  # restore, then u1 times out
+    restore_batch = sink.added[0][2]  # the open rows, then the outbox, then the batch
+    _, changes, first_batch = sink.added[2]
+    timed_out = {("u1", T): SessionRow("u1", T, T, TIMED_OUT)}
+    assert changes.sessions == timed_out and first_batch > restore_batch
+    sink.confirmed[0] = restore_batch  # only the restore's rows are in PostgreSQL
+    await merge.handle([source.mark(T + TIMEOUT + 2)])
+
+    sink = Sink()
+    merge = processor(table, sink)
+    await merge.handle([source.mark(T + TIMEOUT + 3)])
+    assert sink.sessions() == timed_out  # still held, so sent again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,6 +35,7 @@ def test_every_prefix_of_the_writes_loads_as_a_whole_batch():
     table = RecordingTable()
     store = BatchStore(table)
     store.load(0)
+    store.own(0, generation=1)
     states = [({}, None)]  # state and commit after each whole batch
     state: dict = {}
     for batch in range(1, 40):
@@ -55,6 +57,7 @@ def test_writing_on_after_a_half_batch_repairs_its_leftovers(crash_twice):
     table = RecordingTable()
     store = BatchStore(table)
     store.load(0)
+    store.own(0, generation=1)
     store.write(0, Event(), {"a": 1, "b": 1}, {"o": 1})
     whole = len(table.log)
     store.write(0, Event(), {"a": 2, "b": 2, "c": 2}, {"o": 2})
@@ -62,12 +65,14 @@ def test_writing_on_after_a_half_batch_repairs_its_leftovers(crash_twice):
 
     again = BatchStore(half)
     assert again.load(0) == ({"o": 1}, {"a": 1, "b": 1})
+    again.own(0, generation=2)
     if crash_twice:  # the retry of batch 2 writes only "c" and dies before its commit
         again.write(0, Event(), {"c": 3}, {"o": 2})
         retry_without_commit = half.log[:-1]
         half = replay([*table.log[: whole + 2], *retry_without_commit])
         again = BatchStore(half)
         assert again.load(0) == ({"o": 1}, {"a": 1, "b": 1})
+        again.own(0, generation=3)
     again.write(0, Event(), {"c": 3}, {"o": 2})
     assert BatchStore(half).load(0) == ({"o": 2}, {"a": 1, "b": 1, "c": 3})
 
@@ -110,6 +115,7 @@ async def test_a_restart_on_local_state_loads_the_batch_its_commit_names():
     table = SlowChangelogTable()
     store = BatchStore(table)
     store.load(0)
+    store.own(0, generation=1)
     states = {0: {}}  # input offset -> state after the batch that ends there
     state: dict = {}
     producer = asyncio.create_task(table.produce())
@@ -131,3 +137,34 @@ async def test_a_restart_on_local_state_loads_the_batch_its_commit_names():
                 assert loaded == states[offset], (written, in_kafka, acknowledged)
                 checked += 1
     assert checked > 10_000
+
+
+class Sent:
+    def __init__(self, offset: int) -> None:
+        self.metadata = SimpleNamespace(offset=offset, topic_partition=("changelog", 0))
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self):
+        return None
+
+    def result(self):
+        return self.metadata
+
+
+def test_the_persisted_offset_stops_at_another_writers_records():
+    """A frozen worker's late records land between ours: a restore must read them (and
+    skip them, fenced_store.py), and the records after them, so it starts before."""
+    table = RecordingTable()
+    persisted: list[int] = []
+    table.data.persisted_offset = lambda tp: 9
+    table.data.set_persisted_offset = lambda tp, offset: persisted.append(offset)
+    table.changelog_topic.get_topic_name = lambda: "changelog"
+    store = BatchStore(table)
+    store.load(0)
+    assert store.own(0, generation=4) == (10, 4)
+    on_sent = store._callbacks[0]
+    for offset in (10, 11, 14, 15):  # 12 and 13 are another writer's
+        on_sent(Sent(offset))
+    assert persisted == [10, 11]

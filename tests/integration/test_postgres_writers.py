@@ -1,0 +1,144 @@
+"""PostgreSQL writes are fenced per user-keyed partition by the consumer-group
+generation: a worker that lost a partition (it stood still, say, and woke up) cannot
+overwrite the rows of the partition's new owner."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from app.sinks.postgres import PostgresSink
+from tables.aggregator import Changes
+from tables.sessions import ENDED, SessionRow
+
+T = 1_769_679_060_000
+
+
+async def page_views(url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT page_url, view_count FROM page_view_counts")
+        return {row["page_url"]: row["view_count"] for row in rows}
+    finally:
+        await conn.close()
+
+
+async def sink_for(url: str, parts: set[int], generation: int) -> PostgresSink:
+    sink = PostgresSink(url, ssl_rootcert=None)
+    await sink.connect()
+    sink.assign(parts, generation)
+    return sink
+
+
+async def test_a_worker_of_an_older_generation_cannot_overwrite_the_new_owner(fresh_db):
+    old = await sink_for(fresh_db, {0, 1}, generation=5)
+    new = None
+    try:
+        old.add(0, Changes(page_views={(T, "/a"): 3}), batch=1)
+        await old.flush()
+        new = await sink_for(fresh_db, {0}, generation=6)  # partition 0 moved
+        new.add(0, Changes(page_views={(T, "/a"): 7}), batch=1)
+        await new.flush()
+
+        # the old owner wakes with rows of both partitions in hand
+        ended = SessionRow("u1", T, T + 1_000, ENDED)
+        old.add(0, Changes(page_views={(T, "/a"): 4}, sessions={("u1", T): ended}), batch=2)
+        old.add(1, Changes(page_views={(T, "/b"): 2}), batch=2)
+        await old.flush()
+
+        assert await page_views(fresh_db) == {"/a": 7, "/b": 2}
+        assert old.refused_partitions == 1
+        assert old.confirmed == {0: 1, 1: 2}  # partition 0's batch 2 never landed
+        conn = await asyncpg.connect(fresh_db)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM user_sessions") == 0
+        finally:
+            await conn.close()
+    finally:
+        for sink in (old, new):
+            if sink is not None:
+                await sink.pool.close()
+
+
+async def test_a_claim_nobody_renews_gives_way_to_a_restarted_group(fresh_db):
+    """A group Kafka forgot, or a new Kafka, starts its generations again at 1."""
+    first = await sink_for(fresh_db, {0}, generation=57)
+    first.add(0, Changes(page_views={(T, "/a"): 3}), batch=1)
+    await first.flush()
+    await first.pool.close()
+
+    later = await sink_for(fresh_db, {0}, generation=1)
+    try:
+        later.add(0, Changes(page_views={(T, "/a"): 5}), batch=1)
+        await later.flush()
+        assert await page_views(fresh_db) == {"/a": 3}  # refused: the claim is recent
+        await later.pool.execute(
+            "UPDATE partition_writers SET written_at = now() - interval '61 seconds'"
+        )
+        later.add(0, Changes(page_views={(T, "/a"): 5}), batch=2)
+        await later.flush()
+        assert await page_views(fresh_db) == {"/a": 5}
+    finally:
+        await later.pool.close()
+
+
+async def test_an_idle_owner_renews_its_claims_and_pipelines_claim_apart(fresh_db, monkeypatch):
+    from app.sinks import postgres
+
+    monkeypatch.setattr(postgres, "RENEW_CLAIMS_S", 0.0)
+    owner = await sink_for(fresh_db, {0}, generation=3)
+    other_pipeline = PostgresSink(fresh_db, ssl_rootcert=None, app_id="another")
+    await other_pipeline.connect()
+    other_pipeline.assign({0}, 1)
+    try:
+        await owner.pool.execute(
+            "INSERT INTO partition_writers VALUES ('pipeline', 0, 3, now() - interval '50 s')"
+        )
+        await owner.flush()  # nothing to write: the claim is renewed
+        age = await owner.pool.fetchval(
+            "SELECT extract(epoch FROM now() - written_at) FROM partition_writers "
+            "WHERE app_id = 'pipeline'"
+        )
+        assert age < 5
+        other_pipeline.add(0, Changes(page_views={(T, "/x"): 1}), batch=1)
+        await other_pipeline.flush()  # generation 1 < 3, but another APP_ID's claim
+        assert other_pipeline.refused_partitions == 0
+    finally:
+        await owner.pool.close()
+        await other_pipeline.pool.close()
+
+
+@pytest.mark.parametrize("ended_by", ["the server", "the waiting writer"])
+async def test_a_worker_frozen_inside_a_transaction_does_not_hold_the_others_up(
+    fresh_db, monkeypatch, ended_by
+):
+    import asyncio
+
+    from app.sinks import postgres
+    from app.sinks.postgres_sql import LOCK_KEY
+
+    if ended_by == "the server":  # idle in a transaction
+        monkeypatch.setattr(postgres, "IDLE_IN_TRANSACTION_MS", 1_000)
+        monkeypatch.setattr(postgres, "STUCK_HOLDER_S", 600.0)
+    else:  # as when it froze part way through sending a statement
+        monkeypatch.setattr(postgres, "IDLE_IN_TRANSACTION_MS", 600_000)
+        monkeypatch.setattr(postgres, "STUCK_HOLDER_S", 1.0)
+    frozen = await sink_for(fresh_db, {0}, generation=1)
+    other = await sink_for(fresh_db, {1}, generation=1)
+    conn = await frozen.pool.acquire()
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+        # ... and nothing more: the worker stands still with the lock held
+        other.add(1, Changes(page_views={(T, "/b"): 2}), batch=1)
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(other.flush(), 15)
+        assert asyncio.get_running_loop().time() - started < 10
+        assert await page_views(fresh_db) == {"/b": 2}
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await conn.execute("SELECT 1")  # its session was ended
+    finally:
+        await frozen.pool.release(conn)
+        await frozen.pool.close()
+        await other.pool.close()
