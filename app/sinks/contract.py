@@ -47,18 +47,14 @@ class SinkHealth:
 
     def succeeded(self, rows: int, seconds: float) -> float | None:
         """One write went through; returns how long the outage it ends lasted, if any."""
-        now = time.time()
-        outage = None if self.failing_since is None else now - self.failing_since
         self.rows_written += rows
         self.writes += 1
         self.last_write_s = seconds
-        self.consecutive_errors = 0
-        self.failing_since = None
-        self.last_success_at = now  # last_error stays: what the last outage was
-        return outage
+        return self.reachable()
 
     def reachable(self) -> float | None:
-        """Connected again, nothing written yet; returns the outage's length, if any."""
+        """Connected again (or written); returns the outage's length, if any. The last
+        error stays: it is what the last outage was."""
         now = time.time()
         outage = None if self.failing_since is None else now - self.failing_since
         self.consecutive_errors = 0

@@ -60,6 +60,21 @@ class Loaded:
     committed: dict[bytes, bytes] = field(default_factory=dict)  # key -> committed JSON
 
 
+@dataclass
+class Ownership:
+    """This worker's writing of one partition, from `own` on."""
+
+    token: Token
+    owned_from: int  # the seq of the last batch before `own`
+    next_offset: int | None  # where its next record should land; None after a gap
+    marked: bool = False  # the token is in the partition's local database
+    on_sent: Callable | None = None  # the sends' callback (`_on_sent`)
+    headers: list[tuple[str, bytes]] = field(init=False)  # every record's, built once
+
+    def __post_init__(self) -> None:
+        self.headers = [(WRITER_HEADER, encode_token(self.token))]
+
+
 class BatchStore:
     def __init__(self, table) -> None:
         self.table = table
@@ -72,14 +87,7 @@ class BatchStore:
         # changelog send of each partition's last commit record; sent in order after
         # the batch's key records, so once it is acknowledged the whole batch is in Kafka
         self._sent: dict[int, asyncio.Future] = {}
-        # partition -> the writer-token header of its records (`own`)
-        self._headers: dict[int, list[tuple[str, bytes]]] = {}
-        self._unmarked: set[int] = set()  # owned, token not yet in the local database
-        # partition -> offset its next record should land at, None after a gap (_on_sent)
-        self._next_offset: dict[int, int | None] = {}
-        self._callbacks: dict[int, Callable] = {}
-        self._tokens: dict[int, Token] = {}
-        self._owned_from: dict[int, int] = {}  # the seq of the last batch before `own`
+        self._owners: dict[int, Ownership] = {}  # partition -> this worker's writing of it
 
     @staticmethod
     def _key(partition: int, name: str) -> bytes:
@@ -174,16 +182,12 @@ class BatchStore:
         if offset_of is not None:
             persisted = offset_of(TP(self.table.changelog_topic.get_topic_name(), partition))
         start = (-1 if persisted is None else persisted) + 1
-        token = (start, generation)
-        self._headers[partition] = [(WRITER_HEADER, encode_token(token))]
-        self._tokens[partition] = token
-        self._owned_from[partition] = self.seq.get(partition, 0)
-        self._unmarked.add(partition)
-        self._next_offset[partition] = start
-        self._callbacks[partition] = self._on_sent(partition)
-        return token
+        owner = Ownership((start, generation), self.seq.get(partition, 0), start)
+        owner.on_sent = self._on_sent(owner)
+        self._owners[partition] = owner
+        return owner.token
 
-    def _on_sent(self, partition: int):
+    def _on_sent(self, owner: Ownership):
         """Advance the partition's persisted changelog offset over this worker's own
         records only while they follow on without a gap.
 
@@ -196,25 +200,25 @@ class BatchStore:
             if future.cancelled() or future.exception() is not None:
                 return  # Faust logs the failed send
             metadata = future.result()
-            if self._next_offset.get(partition) != metadata.offset:
-                self._next_offset[partition] = None  # a gap: replay from before it
+            if owner.next_offset != metadata.offset:
+                owner.next_offset = None  # a gap: replay from before it
                 return
-            self._next_offset[partition] = metadata.offset + 1
+            owner.next_offset = metadata.offset + 1
             self.table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
 
         return sent
 
     def _send(self, partition: int, key: bytes, value: bytes | None) -> asyncio.Future:
         """One changelog record with this worker's writer token (`own`)."""
-        table = self.table
-        return table.changelog_topic.send_soon(
+        owner = self._owners[partition]
+        return self.table.changelog_topic.send_soon(
             key=key,
             value=value,
             partition=partition,
-            headers=self._headers[partition],
+            headers=owner.headers,
             key_serializer="raw",
             value_serializer="raw",
-            callback=self._callbacks[partition],
+            callback=owner.on_sent,
             eager_partitioning=True,
         )
 
@@ -233,10 +237,11 @@ class BatchStore:
         token = _current_event.set(weakref.ref(event))
         try:
             local, send = self.table.data, self._send
-            writer = b"%d,%d" % self._tokens[partition]
-            if partition in self._unmarked:
-                self._unmarked.discard(partition)
-                local[WRITER_KEY] = self._headers[partition][0][1]
+            owner = self._owners[partition]
+            writer = b"%d,%d" % owner.token
+            if not owner.marked:
+                owner.marked = True
+                local[WRITER_KEY] = owner.headers[0][1]
             # keys deleted by the previous (now committed) batch can go for good, unless
             # this batch writes them again: two writes of a key in one batch could be
             # split by the changelog replay after a crash (see the module docstring)
@@ -263,10 +268,8 @@ class BatchStore:
                 local[key] = value
                 send(partition, key, value)
             key = self._key(partition, COMMIT)
-            start, generation = self._tokens[partition]
             value = orjson.dumps(
-                [seq, commit, start, generation, self._owned_from[partition]],
-                option=orjson.OPT_NON_STR_KEYS,
+                [seq, commit, *owner.token, owner.owned_from], option=orjson.OPT_NON_STR_KEYS
             )
             local[key] = value
             self._sent[partition] = send(partition, key, value)
@@ -286,9 +289,4 @@ class BatchStore:
         self._repairs.pop(partition, None)
         self._committed.pop(partition, None)
         self._sent.pop(partition, None)
-        self._headers.pop(partition, None)
-        self._unmarked.discard(partition)
-        self._next_offset.pop(partition, None)
-        self._callbacks.pop(partition, None)
-        self._tokens.pop(partition, None)
-        self._owned_from.pop(partition, None)
+        self._owners.pop(partition, None)

@@ -139,7 +139,7 @@ async def test_a_restart_on_local_state_loads_the_batch_its_commit_names():
     assert checked > 10_000
 
 
-class Sent:
+class Landed:
     def __init__(self, offset: int) -> None:
         self.metadata = SimpleNamespace(offset=offset, topic_partition=("changelog", 0))
 
@@ -164,7 +164,7 @@ def test_the_persisted_offset_stops_at_another_writers_records():
     store = BatchStore(table)
     store.load(0)
     assert store.own(0, generation=4) == (10, 4)
-    on_sent = store._callbacks[0]
+    on_sent = store._owners[0].on_sent
     for offset in (10, 11, 14, 15):  # 12 and 13 are another writer's
-        on_sent(Sent(offset))
+        on_sent(Landed(offset))
     assert persisted == [10, 11]
