@@ -1,1 +1,1 @@
-"""Thin Faust agents; the worker registers them (app/worker.py)."""
+"""What runs in a worker, one entry point per stage; app/worker.py registers them."""

@@ -16,3 +16,17 @@ class BadEvent(PipelineError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class Fenced(PipelineError):
+    """Another worker opened this partition's transactional id: it owns the partition now,
+    and nothing of this worker's open transaction will become visible."""
+
+
+class CommitFailed(PipelineError):
+    """A partition's commit did not go through. `unknown`: it failed at the last step and
+    may be visible or not; either way the caller reopens the partition (app/commit/)."""
+
+    def __init__(self, message: str, *, unknown: bool) -> None:
+        super().__init__(message)
+        self.unknown = unknown

@@ -15,6 +15,9 @@ from app.timeutil import epoch_ms, iso_utc
 
 EVENT_TYPES = frozenset({"page_view", "click", "session_start", "session_end"})
 NEEDS_PAGE = frozenset({"page_view", "click"})
+# Larger valid records are bad input (`too_large`): an event's enriched record (the
+# input plus about 200 bytes) must stay below Kafka's default 1 MiB batch limit.
+MAX_EVENT_BYTES = 1_000_000
 _EPOCH_MS_THRESHOLD = 1e11
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
@@ -104,6 +107,8 @@ def decode(raw: bytes | None, now_ms: int, max_future_ms: int) -> Event:
             f"event_time is {(event_time - now_ms) / 1000:.0f}s ahead of wall time",
         )
     user_id = _user_id(data["user_id"])
+    if len(raw) > MAX_EVENT_BYTES:
+        raise BadEvent("too_large", f"{len(raw)} bytes, more than {MAX_EVENT_BYTES}")
     return Event(event_time, user_id, event_type, page_url, data)
 
 

@@ -40,6 +40,18 @@ def encode_events(events: list[ForwardedEvent] | list[tuple]) -> bytes:
     return orjson.dumps([EVENTS, events], option=orjson.OPT_PASSTHROUGH_SUBCLASS, default=tuple)
 
 
+def encode_events_bounded(events: list, max_bytes: int) -> list[bytes]:
+    """`events` as one record, or as several when one would pass `max_bytes` (a whole
+    source batch bound for one partition: long URLs, or PARTITIONS=1)."""
+    value = encode_events(events)
+    if len(value) <= max_bytes or len(events) == 1:
+        return [value]
+    half = len(events) // 2
+    return encode_events_bounded(events[:half], max_bytes) + encode_events_bounded(
+        events[half:], max_bytes
+    )
+
+
 def encode_mark(mark: WatermarkMark) -> bytes:
     return orjson.dumps([MARK, *mark])
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from bench import changelog as changelog_bench
 from bench import kafka, latency, mechanisms, report
 from bench import lake as lake_bench
 from bench.profile import Profiler, top_functions
@@ -42,6 +43,7 @@ DEFAULT_SECTIONS = (
     "latency",
     "latency10k",
     "lake",
+    "changelog",
     "mechanisms",
 )
 # run only when asked for (--soak-minutes N)
@@ -119,35 +121,60 @@ class Bench:
         async with aiohttp.ClientSession() as http, http.get(url) as response:
             return await response.json()
 
-    async def catch_up(self, worker: Worker, topic: str, n: int, label: str, on_first=None) -> dict:
-        """Run until every input offset is committed, the user-keyed stage has committed
-        what the source stage sent, and PostgreSQL holds every pending row."""
+    async def catch_up(
+        self, worker: Worker, topic: str, loaded: dict, db: str, label: str, on_first=None
+    ) -> dict:
+        """Run until PostgreSQL holds the whole backlog: its page views add up to the
+        backlog's on-time page views (counted by the preload, without the pipeline's
+        code). The source stage's own commit to the end is timed on the way."""
+        n, views = loaded["events"], loaded["on_time_page_views"]
         ends = await kafka.end_offsets(self.bootstrap, topic)
         began = worker.started
         source = await worker.wait_committed(self.bootstrap, topic, ends, label, on_first=on_first)
-        internal = f"{worker.env['APP_ID']}-by-user"
-        internal_ends = await kafka.end_offsets(self.bootstrap, internal)
-        await worker.wait_committed(
-            self.bootstrap, internal, internal_ends, f"{label} merge", group=worker.env["APP_ID"]
-        )
-        while (await self.stats(worker))["sink"]["pending_rows"]:
-            worker.check_alive()
-            await asyncio.sleep(0.2)
+        conn = await asyncpg.connect(db)
+        last_print = 0.0
+        try:
+            while True:
+                worker.check_alive()
+                try:
+                    have = await conn.fetchval("SELECT sum(view_count) FROM page_view_counts")
+                except asyncpg.UndefinedTableError:
+                    have = None
+                now = time.monotonic()
+                if have == views:
+                    break
+                if have is not None and have > views:
+                    raise RuntimeError(f"{label}: {have} page views in PostgreSQL, {views} sent")
+                if now - last_print >= 5:
+                    last_print = now
+                    say(f"  {label}: {have or 0:,}/{views:,} page views in PostgreSQL")
+                if now - began > 3600:
+                    raise TimeoutError(f"{label}: {have}/{views} page views after an hour")
+                await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
         done = time.monotonic()
-        steady_s = source["done_at"] - source["first_at"]
+        # From the first input commit seen, so the worker's start-up is excluded; a
+        # backlog done before a second look at the commits has no such span.
+        steady = source["first_count"] < n and done > source["first_at"]
         including_start = round(n / (done - began))
-        # From the first input commit seen to the last, so the worker's start-up is
-        # excluded; a backlog done before a second look at the commits has no such span.
-        steady = steady_s > 0 and source["first_count"] < n
+        source_s = source["done_at"] - source["first_at"]
         return {
             "events": n,
+            "page_views_in_postgres": views,
             "seconds_including_start": round(done - began, 1),
             "events_per_s_including_start": including_start,
+            # to PostgreSQL complete: the figure that counts
             "events_per_s": (
-                round((n - source["first_count"]) / steady_s) if steady else including_start
+                round((n - source["first_count"]) / (done - source["first_at"]))
+                if steady
+                else including_start
             ),
             "events_per_s_from": "first commit" if steady else "start (backlog too small)",
-            "all_sinks_flushed_after_s": round(done - began, 1),
+            "source_stage_events_per_s": (
+                round((n - source["first_count"]) / source_s) if source_s > 0 else None
+            ),
+            "postgres_complete_after_source_s": round(done - source["done_at"], 1),
             "rss_peak_mb": round(worker.rss_peak_mb() or 0, 1),
             "rss_after_mb": round(worker.rss_mb() or 0, 1),  # caught up, everything flushed
         }
@@ -168,7 +195,8 @@ class Bench:
             "runs": [round(r) for r in runs],
         }
 
-    async def pipeline_and_recovery(self, topic: str, n: int, recover: bool) -> dict:
+    async def pipeline_and_recovery(self, topic: str, loaded: dict, recover: bool) -> dict:
+        n = loaded["events"]
         out: dict = {}
         async with self.database("pipeline") as db:
             worker = self.worker("pipeline", topic, db, LAKE_FLUSH="2s").start()
@@ -182,7 +210,12 @@ class Bench:
                 say("pipeline: one worker, every sink on, catching up the backlog...")
                 cpu_before, cpu_began = worker.cpu_seconds(), time.monotonic()
                 out["pipeline"] = await self.catch_up(
-                    worker, topic, n, "pipeline", on_first=profile if self.args.profile else None
+                    worker,
+                    topic,
+                    loaded,
+                    db,
+                    "pipeline",
+                    on_first=profile if self.args.profile else None,
                 )
                 cpu_after = worker.cpu_seconds()
                 if cpu_before is not None and cpu_after is not None:
@@ -249,7 +282,7 @@ class Bench:
             worker = self.worker("memory", topic, db, LAKE_FLUSH="2s").start()
             try:
                 say(f"memory: one worker over {loaded['distinct_users']:,} distinct users...")
-                run = await self.catch_up(worker, topic, events, "memory")
+                run = await self.catch_up(worker, topic, loaded, db, "memory")
             finally:
                 worker.stop()
         return {"distinct_users": loaded["distinct_users"], **run}
@@ -339,9 +372,13 @@ class Bench:
             values = [s[key] for s in samples]
             return {"first": values[0], "last": values[-1], "max": max(values)}
 
+        after_5 = [s["rss_mb"] for s in samples if s["t_s"] >= 300]
         return {
             "minutes": args.soak_minutes,
             "rate_events_per_s": rate,
+            "rss_growth_after_minute_5": (
+                round(after_5[-1] / after_5[0] - 1, 4) if len(after_5) > 1 else None
+            ),
             "sent": sent,
             "sample_every_s": SOAK_SAMPLE_S,
             "rss_mb": spread("rss_mb"),
@@ -364,7 +401,7 @@ class Bench:
         out = {}
         for key, name, group in (
             ("source_lag", topic, worker.source_group),
-            ("merge_lag", f"{worker.env['APP_ID']}-by-user", worker.env["APP_ID"]),
+            ("merge_lag", f"{worker.env['APP_ID']}-by-user", worker.stateful_group),
         ):
             try:
                 ends = await kafka.end_offsets(self.bootstrap, name)
@@ -376,7 +413,7 @@ class Bench:
 
     async def mechanisms(self) -> dict:
         n = self.args.mechanism_events
-        topic, _ = await self.backlog("mechanisms", n, self.args.users)
+        topic, loaded = await self.backlog("mechanisms", n, self.args.users)
         runs: dict[str, dict] = {}
         # Round-robin, as-shipped first and last: drift on a shared machine hits every
         # variant alike, and the spread of as-shipped's runs is the noise.
@@ -389,7 +426,7 @@ class Bench:
                 worker.start()
                 try:
                     say(f"mechanisms: {variant}...")
-                    run = await self.catch_up(worker, topic, n, variant)
+                    run = await self.catch_up(worker, topic, loaded, db, variant)
                 finally:
                     worker.stop()
             runs.setdefault(variant, []).append(run["events_per_s"])
@@ -430,7 +467,7 @@ class Bench:
                 if sections & {"pipeline", "recovery"}:
                     result.update(
                         await self.pipeline_and_recovery(
-                            topic, args.events, recover="recovery" in sections
+                            topic, result["backlog"], recover="recovery" in sections
                         )
                     )
                 if "ceiling" in result and "pipeline" in result:
@@ -451,6 +488,9 @@ class Bench:
                 )
             if "lake" in sections:
                 result["lake"] = await self.lake()
+            if "changelog" in sections:
+                say("changelog: one record per changed key vs one per commit + snapshots...")
+                result["changelog"] = await asyncio.to_thread(changelog_bench.figures)
             if "mechanisms" in sections:
                 result["mechanisms"] = await self.mechanisms()
             if "soak" in sections:

@@ -9,8 +9,11 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
 
 from producer.simulator import Simulator
+
+LATENESS_MS = 120_000  # the pipeline's default LATENESS
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -33,9 +36,17 @@ async def preload(
     seed: int = 1,
 ) -> dict:
     """N simulated events (5% late, 0.1% malformed), keyed by user, 20 ms of event time
-    apart from `hours_ago` on; creates the topic unless `partitions` is 0."""
+    apart from `hours_ago` on; creates the topic unless `partitions` is 0.
+
+    Also counts the page views PostgreSQL must end up with: those on time at their
+    partition (docs/contract.md, Lateness: older than the partition's largest earlier
+    event_time minus LATENESS is late), judged here without the pipeline's code.
+    """
     if partitions:
         await create_topic(bootstrap, topic, partitions)
+    into = partitions or (await _partition_count(bootstrap, topic))
+    stream_time: dict[int, int] = {}
+    on_time_views = 0
     start_ms = int((time.time() - hours_ago * 3600) * 1000)
     sim = iter(
         Simulator(users, seed=seed, start_ms=start_ms, step_ms=20, late_ratio=0.05, bad_ratio=0.001)
@@ -56,7 +67,13 @@ async def preload(
             else:
                 distinct.add(item.user_id)
                 key = item.user_id.encode()
-                await producer.send(topic, orjson.dumps(item.value), key=key)
+                partition = (murmur2(key) & 0x7FFFFFFF) % into
+                t = item.value["event_time"]
+                newest = stream_time.get(partition)
+                if newest is None or t >= newest - LATENESS_MS:
+                    on_time_views += item.value["event_type"] == "page_view"
+                stream_time[partition] = t if newest is None else max(newest, t)
+                await producer.send(topic, orjson.dumps(item.value), key=key, partition=partition)
             if i % 100_000 == 0 and i:
                 print(f"  preload: {i:,}/{n:,}", file=sys.stderr, flush=True)
         await producer.flush()
@@ -66,8 +83,18 @@ async def preload(
         "events": n,
         "distinct_users": len(distinct),
         "malformed": bad,
+        "on_time_page_views": on_time_views,
         "seconds": round(time.monotonic() - began, 1),
     }
+
+
+async def _partition_count(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return len(await _partitions(consumer, topic))
+    finally:
+        await consumer.stop()
 
 
 async def append(bootstrap: str, topic: str, n: int, users: int) -> dict:

@@ -9,13 +9,15 @@ from pathlib import Path
 
 # The performance targets the README's Performance table lists, for its "met" column.
 TARGETS = {
-    "events_per_s": 25_000,  # catch-up, every sink on, one worker
-    "ratio": 0.07,  # of the raw aiokafka + orjson ceiling measured in the same run
+    # catch-up until PostgreSQL holds the whole backlog, as a share of the raw
+    # aiokafka + orjson ceiling measured in the same run
+    "ratio": 0.30,
     "enriched_p99_ms": 100,  # live 2,000 ev/s, produce -> enriched (read_committed)
-    "cpu_pct_of_core": 25,  # the worker at 2,000 ev/s
+    "cpu_pct_of_core": 20,  # the worker at 2,000 ev/s
     "freshness_p99_ms": 1_000,  # event -> its PostgreSQL window row
     "enriched_p99_ms_10k": 150,  # live 10,000 ev/s
-    "rss_100k_mb": 400,  # peak RSS with 100k distinct users
+    "rss_100k_mb": 300,  # peak RSS after catching up 100k distinct users
+    "soak_rss_growth": 0.10,  # RSS growth after the soak's fifth minute
 }
 # Not a target: the catch-up rate is also given as a share of this.
 REFERENCE_EVENTS_PER_S = 50_000
@@ -175,12 +177,22 @@ def markdown(r: dict) -> str:
         profiled = ", under py-spy" if pipe.get("profiled") else ""
         rows.append(
             (
-                f"pipeline, every sink on ({pipe['events']:,} events{profiled})",
+                f"catch-up until PostgreSQL holds the backlog ({pipe['events']:,} events, "
+                f"every sink on{profiled})",
                 _fmt(rate, " ev/s"),
-                f">= {TARGETS['events_per_s']:,} ev/s",
-                _met(rate >= TARGETS["events_per_s"]),
+                "-",
+                "-",
             )
         )
+        if pipe.get("source_stage_events_per_s"):
+            rows.append(
+                (
+                    "  the source stage alone (to its last commit)",
+                    _fmt(pipe["source_stage_events_per_s"], " ev/s"),
+                    "-",
+                    "-",
+                )
+            )
         rows.append(
             (
                 f"  vs {REFERENCE_EVENTS_PER_S:,} ev/s",
@@ -205,7 +217,7 @@ def markdown(r: dict) -> str:
         ratio = r["ratio_pipeline_to_ceiling"]
         rows.append(
             (
-                "pipeline / ceiling",
+                "catch-up to PostgreSQL complete / ceiling",
                 f"{ratio:.4f}",
                 f">= {TARGETS['ratio']:g}",
                 _met(ratio >= TARGETS["ratio"]),
@@ -241,6 +253,27 @@ def markdown(r: dict) -> str:
                 "-",
             )
         )
+    cl = r.get("changelog")
+    if cl:
+        key, blob = cl["per_key"], cl["blob_with_snapshots"]
+        rows.append(
+            (
+                f"changelog per commit of {cl['changed_keys_per_commit']:,} changed keys: "
+                "per key / one blob + snapshots",
+                f"{key['commit_us']:,} / {blob['commit_us']:,} us, "
+                f"{key['commit_bytes']:,} / {blob['commit_bytes']:,} bytes",
+                "-",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                f"changelog restore of {cl['users']:,} users: per key / one blob + snapshots",
+                f"{key['restore_ms']} / {blob['restore_ms']} ms",
+                "-",
+                "-",
+            )
+        )
     mech = r.get("mechanisms")
     if r.get("lake"):
         rows += _lake_rows(r["lake"], mech)
@@ -266,6 +299,16 @@ def markdown(r: dict) -> str:
         rows.append(
             (f"soak ({run}): RSS first / last / max", _spread(soak["rss_mb"], " MB"), "-", "-")
         )
+        growth = soak.get("rss_growth_after_minute_5")
+        if growth is not None:
+            rows.append(
+                (
+                    "soak: RSS growth from minute 5 to the end",
+                    f"{growth * 100:+.1f}%",
+                    f"<= {TARGETS['soak_rss_growth'] * 100:g}%",
+                    _met(growth <= TARGETS["soak_rss_growth"]),
+                )
+            )
         for key, what in (
             ("source_lag", "source stage lag"),
             ("merge_lag", "stateful stage lag"),
@@ -325,7 +368,7 @@ def chart(r: dict, path: Path) -> Path | None:
     if "ceiling" in r:
         bars.append(("raw consume\nceiling", r["ceiling"]["events_per_s_median"]))
     if "pipeline" in r:
-        bars.append(("pipeline\n(all sinks)", r["pipeline"]["events_per_s"]))
+        bars.append(("catch-up to\nPostgreSQL", r["pipeline"]["events_per_s"]))
     for name, v in r.get("mechanisms", {}).get("variants", {}).items():
         bars.append(("variant:\n" + name.replace("-", "\n"), v["events_per_s"]))
     lat, lat10k = r.get("latency"), r.get("latency10k")
@@ -339,8 +382,11 @@ def chart(r: dict, path: Path) -> Path | None:
         ax.set_xticks(range(len(values)), labels, fontsize=7)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(plain)
-        ax.axhline(TARGETS["events_per_s"], color="grey", linestyle="--", linewidth=1)
-        ax.annotate("target", (len(values) - 0.5, TARGETS["events_per_s"]), fontsize=7)
+        ceiling = r.get("ceiling", {}).get("events_per_s_median")
+        if ceiling:
+            target = TARGETS["ratio"] * ceiling
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"target ({TARGETS['ratio']:g} x ceiling)", (0, target), fontsize=7)
         ax.set_ylabel("events/s (log scale)")
         for i, v in enumerate(values):
             ax.annotate(f"{v:,.0f}", (i, v), ha="center", va="bottom", fontsize=7)

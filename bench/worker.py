@@ -147,8 +147,13 @@ class Worker:
 
     @property
     def source_group(self) -> str:
-        """The source stage's consumer group (the stateful stage's is the app id)."""
+        """The source stage's consumer group."""
         return f"{self.env['APP_ID']}-source"
+
+    @property
+    def stateful_group(self) -> str:
+        """The stateful stage's consumer group."""
+        return f"{self.env['APP_ID']}-stateful"
 
     async def wait_committed(
         self,

@@ -12,6 +12,7 @@ until PostgreSQL has them is app/stateful/outbox.py's job.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ class Changes:
     clock: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class UserState:
     minutes: list[int] = field(default_factory=list)
     session: sm.OpenSession | None = None
@@ -67,10 +68,19 @@ class PartitionAggregator:
         self.applied: dict[int, int] = {}  # source partition -> last applied offset
         self.page_views: dict[tuple[int, str], int] = {}
         self.active: dict[int, int] = {}
+        # window starts, sorted, and the pages counted in each: a watermark step visits
+        # only the windows it closes, not every window held
+        self._pv_starts: list[int] = []
+        self._pv_pages: dict[int, list[str]] = {}
+        self._au_starts: list[int] = []
         self.users: dict[str, UserState] = {}
         self.late_at_merge = 0
-        self._pending_heap: list[tuple[int, str]] = []
-        self._expiry_heap: list[tuple[int, str]] = []
+        # One heap entry per user at most in each heap: the time it is due, which the
+        # dict beside it holds; an entry whose time no longer matches is skipped.
+        self._pending_heap: list[tuple[int, str]] = []  # (earliest pending event, user)
+        self._pending_due: dict[str, int] = {}
+        self._expiry_heap: list[tuple[int, str]] = []  # (open session's deadline, user)
+        self._expiry_due: dict[str, int] = {}
         self._last_prune = NO_TIME
         self.changes = Changes()
 
@@ -98,8 +108,13 @@ class PartitionAggregator:
             self.late_at_merge += 1
             return False
         if event_type == "page_view":
-            key = (tumbling_start(t_ms, PAGE_VIEW_WINDOW_MS), page_url)
-            self.page_views[key] = count = self.page_views.get(key, 0) + 1
+            start = tumbling_start(t_ms, PAGE_VIEW_WINDOW_MS)
+            key = (start, page_url)
+            count = self.page_views.get(key)
+            if count is None:
+                count = 0
+                self._index_page(start, page_url)
+            self.page_views[key] = count = count + 1
             self.changes.page_views[key] = count
         user = self.users.get(user_id)
         if user is None:
@@ -110,14 +125,38 @@ class PartitionAggregator:
         minute = tumbling_start(t_ms, MINUTE_MS)
         if minute not in user.minutes:
             for start in new_window_starts_for_minute(minute, user.minutes):
-                self.active[start] = count = self.active.get(start, 0) + 1
+                count = self.active.get(start)
+                if count is None:
+                    count = 0
+                    insort(self._au_starts, start)
+                self.active[start] = count = count + 1
                 self.changes.active_users[start] = count
-            user.minutes.append(minute)
-            user.minutes.sort()
+            insort(user.minutes, minute)
         user.pending.append((t_ms, source, offset, event_type))
-        heapq.heappush(self._pending_heap, (t_ms, user_id))
+        self._schedule_pending(user_id, t_ms)
         self.changes.users.add(user_id)
         return True
+
+    def _index_page(self, start: int, page_url: str) -> None:
+        pages = self._pv_pages.get(start)
+        if pages is None:
+            pages = self._pv_pages[start] = []
+            insort(self._pv_starts, start)
+        pages.append(page_url)
+
+    def _schedule_pending(self, user_id: str, t_ms: int) -> None:
+        due = self._pending_due.get(user_id)
+        if due is None or t_ms < due:
+            self._pending_due[user_id] = t_ms
+            heapq.heappush(self._pending_heap, (t_ms, user_id))
+
+    def _schedule_expiry(self, user_id: str, deadline: int) -> None:
+        """A deadline only moves later (a session's last event only grows, and a new
+        session starts after the one before), so an earlier entry stays and is pushed
+        again when it comes up (`_expire_sessions`)."""
+        if user_id not in self._expiry_due:
+            self._expiry_due[user_id] = deadline
+            heapq.heappush(self._expiry_heap, (deadline, user_id))
 
     def mark(self, source: int, watermark: int, idle: bool, sources: int, wall_s: float) -> None:
         before = self.clock.value
@@ -144,32 +183,40 @@ class PartitionAggregator:
             self._last_prune = wm
 
     def _release_sessions(self, wm: int) -> None:
-        heap = self._pending_heap
+        heap, due = self._pending_heap, self._pending_due
         while heap and heap[0][0] < wm:
-            _, user_id = heapq.heappop(heap)
+            t_ms, user_id = heapq.heappop(heap)
+            if due.get(user_id) != t_ms:
+                continue  # superseded by an earlier entry for this user
+            del due[user_id]
             user = self.users.get(user_id)
             if user is None or not user.pending:
                 continue
             user.pending.sort()
-            ready = [p for p in user.pending if p[0] < wm]
-            if not ready:
-                continue
-            user.pending = [p for p in user.pending if p[0] >= wm]
+            cut = bisect_right(user.pending, (wm,))  # events before wm: (t, ...) < (wm,)
+            ready, user.pending = user.pending[:cut], user.pending[cut:]
             for t_ms, _, _, event_type in ready:
                 user.session, rows = sm.apply(
                     user_id, user.session, t_ms, event_type, self.timeout_ms
                 )
                 self._emit(rows)
+            if user.pending:
+                self._schedule_pending(user_id, user.pending[0][0])
             if user.session is not None:
-                heapq.heappush(self._expiry_heap, (user.session.last + self.timeout_ms, user_id))
+                self._schedule_expiry(user_id, user.session.last + self.timeout_ms)
             self.changes.users.add(user_id)
 
     def _expire_sessions(self, wm: int) -> None:
-        heap = self._expiry_heap
+        heap, due = self._expiry_heap, self._expiry_due
         while heap and heap[0][0] <= wm:
             _, user_id = heapq.heappop(heap)
+            del due[user_id]
             user = self.users.get(user_id)
-            if user is None:
+            if user is None or user.session is None:
+                continue
+            deadline = user.session.last + self.timeout_ms
+            if deadline > wm:
+                self._schedule_expiry(user_id, deadline)  # extended since it was pushed
                 continue
             user.session, row = sm.expire(user_id, user.session, wm, self.timeout_ms)
             if row is not None:
@@ -181,26 +228,35 @@ class PartitionAggregator:
             self.changes.sessions[(row.user_id, row.start)] = row
 
     def _finalise_windows(self, before: int, wm: int) -> None:
-        for key, count in self.page_views.items():
-            end = key[0] + PAGE_VIEW_WINDOW_MS
-            if before < end <= wm:
-                self.changes.page_views[key] = count  # its final value
-                self.changes.final_page_views.add(key)
-        for start, count in self.active.items():
-            end = start + ACTIVE_USERS_WINDOW_MS
-            if before < end <= wm:
-                self.changes.active_users[start] = count
-                self.changes.final_active.add(start)
+        """The windows whose end the watermark passed in this step: (before, wm]."""
+        changes = self.changes
+        starts = self._pv_starts
+        first = bisect_right(starts, before - PAGE_VIEW_WINDOW_MS)
+        for start in starts[first : bisect_right(starts, wm - PAGE_VIEW_WINDOW_MS)]:
+            for url in self._pv_pages[start]:
+                key = (start, url)
+                changes.page_views[key] = self.page_views[key]  # its final value
+                changes.final_page_views.add(key)
+        starts = self._au_starts
+        first = bisect_right(starts, before - ACTIVE_USERS_WINDOW_MS)
+        for start in starts[first : bisect_right(starts, wm - ACTIVE_USERS_WINDOW_MS)]:
+            changes.active_users[start] = self.active[start]
+            changes.final_active.add(start)
 
     def _drop_retired(self) -> None:
         """Forget closed windows once kept RETAIN_CLOSED_MS past their end."""
         wm = self.clock.value
         pv_horizon = wm - PAGE_VIEW_WINDOW_MS - RETAIN_CLOSED_MS
-        for key in [k for k in self.page_views if k[0] <= pv_horizon]:
-            del self.page_views[key]
-            self.changes.dropped_page_views.add(key)
+        starts = self._pv_starts
+        while starts and starts[0] <= pv_horizon:
+            start = starts.pop(0)
+            for url in self._pv_pages.pop(start):
+                del self.page_views[(start, url)]
+                self.changes.dropped_page_views.add((start, url))
         au_horizon = wm - ACTIVE_USERS_WINDOW_MS - RETAIN_CLOSED_MS
-        for start in [s for s in self.active if s <= au_horizon]:
+        starts = self._au_starts
+        while starts and starts[0] <= au_horizon:
+            start = starts.pop(0)
             del self.active[start]
             self.changes.dropped_active.add(start)
 
@@ -245,8 +301,18 @@ class PartitionAggregator:
             out[f"u|{user_id}"] = None
         return out
 
+    def snapshot_all(self) -> dict[str, Any]:
+        """Every key of the state and its value, as `snapshot` names them."""
+        every = Changes(
+            page_views=dict.fromkeys(self.page_views, 0),
+            active_users=dict.fromkeys(self.active, 0),
+            users=set(self.users),
+        )
+        return self.snapshot(every)
+
     def checkpoint(self, input_offset: int) -> dict[str, Any]:
-        """The clocks and positions that go with a snapshot, up to `input_offset`."""
+        """The clocks and positions that go with a snapshot; `input_offset`: the next
+        input offset, the first the state does not cover."""
         return {
             "o": input_offset,
             "n": self.clock.sources,
@@ -273,8 +339,10 @@ class PartitionAggregator:
             if kind == "pv":
                 start, _, url = rest.partition("|")
                 self.page_views[(int(start), url)] = value
+                self._index_page(int(start), url)
             elif kind == "au":
                 self.active[int(rest)] = value
+                insort(self._au_starts, int(rest))
             elif kind == "u":
                 minutes, session, pending = value
                 self.restore_user(
@@ -295,10 +363,10 @@ class PartitionAggregator:
 
     def restore_user(self, user_id: str, state: UserState) -> None:
         self.users[user_id] = state
-        for pending in state.pending:
-            heapq.heappush(self._pending_heap, (pending[0], user_id))
+        if state.pending:
+            self._schedule_pending(user_id, min(state.pending)[0])
         if state.session is not None:
-            heapq.heappush(self._expiry_heap, (state.session.last + self.timeout_ms, user_id))
+            self._schedule_expiry(user_id, state.session.last + self.timeout_ms)
 
     def open_rows(self) -> Changes:
         """Every window this partition holds and its open sessions, to re-upsert after an

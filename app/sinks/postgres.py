@@ -64,11 +64,9 @@ class PostgresSink:
         database_url: str,
         flush_ms: int = 500,
         ssl_rootcert: str | None = None,
-        guard=None,
         app_id: str = "pipeline",
     ) -> None:
         self.app_id = app_id  # whose claims in partition_writers
-        self.guard = guard  # app.stateful.stall.StallGuard: holds writes after a stall
         self.database_url = database_url
         # Only the masked form is ever logged or shown; error texts are redacted too.
         self.target = mask_url(database_url)
@@ -76,7 +74,7 @@ class PostgresSink:
         self.ssl_rootcert = ssl_rootcert
         self.flush_s = flush_ms / 1000
         self.pending = PendingRows()
-        # partition -> newest merge batch whose rows are all in PostgreSQL
+        # partition -> newest stateful batch whose rows are all in PostgreSQL
         self.confirmed: dict[int, int] = {}
         # partition -> consumer-group generation under which this worker owns it
         self.generations: dict[int, int] = {}
@@ -185,10 +183,6 @@ class PostgresSink:
             if self.generations and time.monotonic() - self._claimed_at >= RENEW_CLAIMS_S:
                 await self._renew()
             return
-        if self.guard is not None and not self.guard.alive():
-            await self.guard.settled()  # the rebalance drops rows of partitions given away
-            if not self.pending:
-                return
         batch, self.pending = self.pending, PendingRows()
         started = time.monotonic()
         try:

@@ -1,18 +1,18 @@
-"""The Kafka outputs as a sink: writes one batch's outputs into its source partition's
-transaction, and says what went to the dead-letter topic and what was late (at most
-once a minute each). The transactions commit in app/source/commit.py."""
+"""The Kafka outputs as a sink: adds one batch's outputs to its source partition's
+checkpoint, and says what went to the dead-letter topic and what was late (at most
+once a minute each). The checkpoints commit in app/commit/checkpoint.py."""
 
 from __future__ import annotations
 
 import logging
 
+from app.commit.checkpoint import MAX_RECORD_BYTES, PartitionCheckpoint
 from app.settings import Settings
 from app.sinks.contract import SinkHealth
 from app.source.reader import BatchOutput, DeadLetter
-from app.source.transaction import PartitionTransaction
 from app.stats import Stats
 from app.throttle import LogThrottle
-from app.wire import encode_events
+from app.wire import encode_events_bounded
 
 log = logging.getLogger(__name__)
 
@@ -25,32 +25,35 @@ class OutputWriter:
         settings: Settings,
         stats: Stats,
         dlq_partitions: int,
-        transactions: dict[int, PartitionTransaction],
+        checkpoints: dict[int, PartitionCheckpoint],
     ) -> None:
         self.settings = settings
         self.stats = stats
         self.dlq_partitions = dlq_partitions
-        self.transactions = transactions  # the source stage's, one per source partition
+        self.checkpoints = checkpoints  # the source stage's, one per source partition
         self.health = SinkHealth(settings.kafka_bootstrap_servers)
         self._dlq_log = LogThrottle(60)
         self._late_log = LogThrottle(60)
 
     def pending_rows(self) -> int:
-        """Records in open transactions."""
-        return sum(txn.records for txn in self.transactions.values())
+        """Records added and not committed yet."""
+        return sum(c.records for c in self.checkpoints.values())
 
-    async def write(self, partition: int, out: BatchOutput, txn: PartitionTransaction) -> None:
+    def write(self, partition: int, out: BatchOutput, checkpoint: PartitionCheckpoint) -> None:
         settings = self.settings
         for target, records in out.enriched.items():
-            await txn.add(settings.enriched_topic, target, records)
+            checkpoint.add(settings.enriched_topic, target, records)
         for target, events in out.forward.items():
-            await txn.add(settings.internal_topic, target, [(None, encode_events(events))])
+            checkpoint.add(
+                settings.internal_topic,
+                target,
+                [(None, value) for value in encode_events_bounded(events, MAX_RECORD_BYTES)],
+            )
         if out.dead_letters:
-            await txn.add(
+            checkpoint.add(
                 settings.dlq_topic,
                 partition % self.dlq_partitions,
                 [(d.key, d.value, self.headers(partition, d)) for d in out.dead_letters],
-                headers=True,
             )
             self._dead_lettered(partition, out.dead_letters)
         if out.first_late is not None and self._late_log.allow(partition):

@@ -2,10 +2,14 @@
 
 The worker starts it with the Faust app. It reads with aiokafka `getmany` in its own
 consumer group, turns each partition's batch into outputs in one synchronous pass
-(app/source/reader.py) and writes them in that partition's Kafka transaction. The
-lake gets the same rows and flushes on its own schedule (app/source/lake_flusher.py).
+(app/source/reader.py) and adds them to that partition's checkpoint, which commits
+them with the partition's offset every COMMIT_INTERVAL (app/commit/checkpoint.py,
+the commit protocol of both stages). The lake gets the same rows and flushes on its
+own schedule (app/source/lake_flusher.py).
 
-The commit protocol is `Checkpoints.commit` (app/source/commit.py); read it first.
+A partition is opened the same way whether it was just assigned or its commit failed:
+its checkpoint is opened first (fencing any previous owner), then its committed
+offset and clock are read from the broker and its lake position from the table.
 """
 
 from __future__ import annotations
@@ -14,74 +18,71 @@ import asyncio
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-from mode import Service
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 
 from app import failpoints
+from app.commit.checkpoint import PartitionCheckpoint
+from app.commit.stage import BatchStage
+from app.errors import CommitFailed, Fenced
+from app.kafka_clients import KafkaClients, create_topics, partition_count
 from app.settings import Settings
-from app.source import clients
-from app.source.commit import Checkpoints, stream_time_of
 from app.source.lake_flusher import LakeFlusher
+from app.source.marks import Marks, clock_metadata, stream_time_of
 from app.source.outputs import OutputWriter
 from app.source.partitioner import KeyPartitioner
 from app.source.reader import BatchReader, PartitionReader
-from app.source.transaction import Fenced, PartitionTransaction
 from app.source.verification import VerificationRetries
 from app.stats import Stats
 from tables.watermark import NO_TIME, SourceClock
 
 log = logging.getLogger(__name__)
-MAX_RECORDS = 20_000
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, stage: SourceStage) -> None:
-        self.stage = stage
+class SourceStage(BatchStage):
+    name = "source"
 
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self.stage.revoke({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        await self.stage.assign({tp.partition for tp in assigned})
-
-
-class SourceStage(Service):
-    def __init__(self, settings: Settings, stats: Stats, lake, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, settings: Settings, stats: Stats, lake, clients: KafkaClients | None = None, **kw
+    ) -> None:
+        super().__init__(settings.commit_interval_ms, **kw)
         self.settings = settings
         self.stats = stats
+        self.clients = clients or KafkaClients(settings)
         self.topic = settings.input_topic
         self.group_id = f"{settings.app_id}-source"
         self.readers: dict[int, PartitionReader] = {}
-        self.transactions: dict[int, PartitionTransaction] = {}
-        self.checkpoints: Checkpoints | None = None
-        self.fenced: set[int] = set()
+        self.checkpoints: dict[int, PartitionCheckpoint] = {}
+        # partition -> (next offset, stream time) as of its last commit
+        self.committed: dict[int, tuple[int, int]] = {}
         self.lake = LakeFlusher(lake, settings, stats)
-        self.consumer: AIOKafkaConsumer | None = None
-        self.admin: AIOKafkaAdminClient | None = None
+        self.admin = None
+        self.marks: Marks | None = None
         self.batch_reader: BatchReader | None = None
-        self._lock = asyncio.Lock()
-        self._generation = 0  # bumped by every assignment change and re-positioning
-        self._last_commit = time.monotonic()
+        self._loop_task: asyncio.Task | None = None
         self.outputs: OutputWriter | None = None
         self.verification_retries = VerificationRetries().install()
-        self.aborts = 0
+        self.commits = 0
+        self.aborts = 0  # commits that failed (the partition was reopened)
         self.refused_by_fence = 0  # commits refused: another worker owns the partition
 
     # -- lifecycle -----------------------------------------------------------
 
     async def on_start(self) -> None:
         settings = self.settings
-        self.admin = AIOKafkaAdminClient(**clients.client_options(settings))
+        self.admin = self.clients.admin()
         await self.admin.start()
-        await clients.declare_outputs(self.admin, settings)
-        self.consumer = AIOKafkaConsumer(**clients.consumer_options(settings, self.group_id))
+        await create_topics(
+            self.admin,
+            [
+                NewTopic(name, settings.partitions, settings.replication_factor)
+                for name in (settings.enriched_topic, settings.dlq_topic, settings.internal_topic)
+            ],
+        )
+        self.consumer = self.clients.consumer(self.group_id)
         await self.consumer.start()
-        self.checkpoints = Checkpoints(settings, self.stats, self.consumer)
-        enriched = await clients.partition_count(self.admin, settings.enriched_topic)
+        self.marks = Marks(self.topic, settings.idle_advance_ms, self.consumer)
+        enriched = await partition_count(self.admin, settings.enriched_topic)
         self.batch_reader = BatchReader(
             settings.max_future_ms,
             KeyPartitioner(enriched),
@@ -91,24 +92,24 @@ class SourceStage(Service):
         self.outputs = OutputWriter(
             settings,
             self.stats,
-            await clients.partition_count(self.admin, settings.dlq_topic),
-            self.transactions,
+            await partition_count(self.admin, settings.dlq_topic),
+            self.checkpoints,
         )
-        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
-        self.add_future(self._run())
+        self.consumer.subscribe([self.topic], listener=self.listener())
+        self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
         """SIGTERM: commit what was read, flush the lake, leave the group."""
-        async with self._lock:
-            try:
-                await self._commit_all()
-            except Exception as exc:  # the next owner reads it again
-                log.warning("source: final commit failed: %s", exc)
+        await self.stop_loop(self._loop_task)
+        try:
+            await asyncio.wait_for(self._commit_all(), 5)
+        except Exception as exc:  # the next owner reads it again
+            log.warning("source: final commit failed: %s", exc)
         await self.lake.stop(self.readers)
         if self.consumer is not None:
             await self.consumer.stop()
-        for txn in self.transactions.values():
-            await txn.stop()
+        for checkpoint in self.checkpoints.values():
+            await checkpoint.close()
         if self.admin is not None:
             await self.admin.close()
 
@@ -117,33 +118,58 @@ class SourceStage(Service):
     async def assign(self, partitions: set[int]) -> None:
         async with self._lock:
             new = sorted(partitions - set(self.readers))
-            if not new:
-                return
-            for partition in new:
-                self.transactions[partition] = await self._transaction(partition)
-                self.fenced.discard(partition)
-            # only now, with every previous owner fenced, is the committed offset final
-            tps = [TopicPartition(self.topic, p) for p in new]
-            committed = await self.admin.list_consumer_group_offsets(self.group_id, partitions=tps)
-            beginning = await self.consumer.beginning_offsets(tps)
-            lake_positions = await self.lake.positions(new)
-            for tp in tps:
-                mark = committed.get(tp)
-                if mark is not None and mark.offset >= 0:
-                    kafka = (mark.offset, stream_time_of(mark.metadata))
-                else:
-                    kafka = (beginning[tp], NO_TIME)
-                self.checkpoints.committed[tp.partition] = kafka
-                self._position(tp.partition, kafka, lake_positions[tp.partition])
+            if new:
+                await self._open(new)
+
+    async def _open(self, partitions: list[int], lake_from: dict[int, int] | None = None) -> None:
+        """Fence each partition's previous owner, then read where it stands and position
+        it there. `lake_from`: where the lake buffer already stands (a reopened
+        partition keeps what it buffered), instead of the lake table's position."""
+        for partition in partitions:
+            self.fenced.pop(partition, None)
+            self.checkpoints[partition] = await PartitionCheckpoint.open(
+                self.clients.producer,
+                f"{self.settings.app_id}-{self.topic}-{partition}",
+                TopicPartition(self.topic, partition),
+                self.group_id,
+                on_error=self.kafka_failed,
+            )
+        # only now, with every previous owner fenced, is the committed offset final
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        committed = await self.retry(
+            lambda: self.admin.list_consumer_group_offsets(self.group_id, partitions=tps)
+        )
+        beginning = await self.retry(lambda: self.consumer.beginning_offsets(tps))
+        lake_positions = await self.lake.positions(partitions)
+        for tp in tps:
+            mark = committed.get(tp)
+            if mark is not None and mark.offset >= 0:
+                kafka = (mark.offset, stream_time_of(mark.metadata))
+            else:
+                kafka = (beginning[tp], NO_TIME)
+            self.committed[tp.partition] = kafka
+            lake = lake_positions[tp.partition]
+            buffered = (lake_from or {}).get(tp.partition)
+            if buffered is not None and buffered >= kafka[0]:
+                lake = (buffered, NO_TIME)  # never the lower one: read from Kafka's
+            else:
                 self.lake.repositioned(tp.partition)
+            self._position(tp.partition, kafka, lake)
+
+    def kafka_failed(self, exc: BaseException) -> None:
+        self.outputs.health.failed(f"{type(exc).__name__}: {exc}")
+        super().kafka_failed(exc)
 
     def _position(self, partition: int, kafka: tuple[int, int], lake: tuple[int, int]) -> None:
         """Read `partition` from the lower of the two sinks' positions, with its clock."""
         start, stream_time = min(kafka, lake, key=lambda position: position[0])
         clock = SourceClock(self.settings.lateness_ms, stream_time)
         self.readers[partition] = PartitionReader(partition, clock, start, kafka[0], lake[0])
+        self.marks.forget(partition)
         self._generation += 1
-        self.consumer.seek(TopicPartition(self.topic, partition), start)
+        tp = TopicPartition(self.topic, partition)
+        self.consumer.seek(tp, start)
+        self.consumer.resume(tp)
         failpoints.reach("recovering")
         log.info(
             "source: partition %d from offset %d (Kafka outputs from %d, lake from %d)",
@@ -162,39 +188,35 @@ class SourceStage(Service):
                 log.warning("source: commit before giving up %s failed: %s", partitions, exc)
             await self.lake.release(partitions, self.readers)
             for partition in partitions:
-                self._forget(partition)
-                txn = self.transactions.pop(partition, None)
-                if txn is not None:
-                    await txn.stop()
-
-    def _forget(self, partition: int) -> None:
-        self.readers.pop(partition, None)
-        self.checkpoints.forget(partition)
+                self.readers.pop(partition, None)
+                self.committed.pop(partition, None)
+                self.fenced.pop(partition, None)
+                checkpoint = self.checkpoints.pop(partition, None)
+                if checkpoint is not None:
+                    await checkpoint.close()
 
     # -- the loop ------------------------------------------------------------
 
     async def _run(self) -> None:
-        interval = self.settings.commit_interval_ms / 1000
-        consumer = self.consumer
-        while not self.should_stop:
-            await self.lake.wait_for_room()
-            generation = self._generation
-            # wait for records no longer than until the next commit is due
-            due_in = interval - (time.monotonic() - self._last_commit)
-            batches = await consumer.getmany(
-                timeout_ms=max(0, int(due_in * 1000)), max_records=MAX_RECORDS
-            )
-            async with self._lock:
-                if generation != self._generation:
-                    self._read_again(batches)
-                    continue
-                await self._handle(batches)
-                if time.monotonic() - self._last_commit >= interval:
-                    await self._commit_all()
-                for partition, position in self.lake.take_moved().items():
-                    self.lake_moved(partition, position)
-            self.lake.maybe_flush(self.readers)
-            self.lake.maybe_maintain(self.readers)
+        while not self.stopping:
+            await self.poll()
+
+    async def poll(self, commit: bool | None = None) -> None:
+        """One turn of the loop: fetch, hand to the sinks, commit when due."""
+        await self.lake.wait_for_room()
+        generation, batches = await self.fetch()
+        async with self._lock:
+            if generation != self._generation:
+                self._read_again(batches)
+                return
+            self._handle(batches)
+            if self.commit_due(commit):
+                await self._commit_all()
+            await self.reopen_fenced()
+            for partition, position in self.lake.take_moved().items():
+                self.lake_moved(partition, position)
+        self.lake.maybe_flush(self.readers)
+        self.lake.maybe_maintain(self.readers)
 
     def _read_again(self, batches) -> None:
         """A batch fetched across a rebalance may start at a position that the new
@@ -205,7 +227,7 @@ class SourceStage(Service):
             if reader is not None:
                 self.consumer.seek(tp, reader.next_offset)
 
-    async def _handle(self, batches) -> None:
+    def _handle(self, batches) -> None:
         now_ms = int(time.time() * 1000)
         read = self.batch_reader.read
         for tp, records in batches.items():
@@ -215,7 +237,7 @@ class SourceStage(Service):
             out = read(reader, records, now_ms)
             self.stats.on_batch(tp.partition, out.events, out.late, reader.clock)
             if out:
-                await self.outputs.write(tp.partition, out, self.transactions[tp.partition])
+                self.outputs.write(tp.partition, out, self.checkpoints[tp.partition])
                 failpoints.reach("mid-batch")
 
     # -- committing ----------------------------------------------------------
@@ -225,48 +247,53 @@ class SourceStage(Service):
         partitions = [p for p in self.readers if p not in self.fenced]
         if only is not None:
             partitions = [p for p in partitions if p in only]
-        await asyncio.gather(*(self._commit_or_rewind(p) for p in partitions))
+        await asyncio.gather(*(self._commit(p) for p in partitions))
 
-    async def _commit_or_rewind(self, partition: int) -> None:
-        txn = self.transactions[partition]
-        records, started = txn.records, time.monotonic()
+    async def _commit(self, partition: int) -> None:
+        """Commit one partition's checkpoint; reopen it if that fails."""
+        checkpoint, reader = self.checkpoints[partition], self.readers[partition]
+        if checkpoint.closed:  # its last commit was cut short: the next owner reads it
+            return
+        committed_offset = self.committed[partition][0]
+        if reader.next_offset < committed_offset:
+            return  # read again for the lake only: the committed offset never moves back
+        mark = self.marks.due(partition, reader)
+        if mark is not None:
+            for target in range(self.settings.partitions):
+                checkpoint.add(self.settings.internal_topic, target, [(None, mark)])
+        if not checkpoint.pending and committed_offset == reader.next_offset:
+            return
+        records, started = checkpoint.records, time.monotonic()
+        stream_time = reader.clock.stream_time
         try:
-            await self.checkpoints.commit(partition, self.readers[partition], txn)
-            if records and not txn.records:
-                self.outputs.health.succeeded(records, time.monotonic() - started)
+            await checkpoint.commit(reader.next_offset, clock_metadata(stream_time))
         except Fenced as exc:
             log.warning("source: %s; stopped reading partition %d", exc, partition)
-            self.fenced.add(partition)
+            self.fence(partition)
             self.refused_by_fence += 1
             self.consumer.pause(TopicPartition(self.topic, partition))
-        except KafkaError as exc:
+            return
+        except CommitFailed as exc:
             self.aborts += 1
-            self.outputs.health.failed(f"{type(exc).__name__}: {exc}")
-            log.warning(
-                "source: commit of partition %d failed (%s); aborted, reading again from offset %d",
-                partition,
-                exc,
-                self.checkpoints.committed[partition][0],
-            )
-            await self._rewind(partition)
+            self.outputs.health.failed(str(exc))
+            log.warning("source: %s; reopening the partition", exc)
+            await self.reopen(partition)
+            return
+        self.committed[partition] = (reader.next_offset, stream_time)
+        self.commits += 1
+        if records:
+            self.outputs.health.succeeded(records, time.monotonic() - started)
+        now_ms = time.time() * 1000
+        self.stats.latency.observe_ms(now_ms - t for t in reader.pending_timestamps)
+        reader.pending_timestamps = []
 
-    async def _rewind(self, partition: int) -> None:
-        txn = self.transactions[partition]
-        try:
-            await txn.abort()
-        except Exception:  # the producer is unusable: a new one with the same id
-            await txn.stop()
-            self.transactions[partition] = await self._transaction(partition)
-        reader = self.readers[partition]
-        # the lake buffer keeps what it has; only the Kafka outputs are read again
-        kafka = self.checkpoints.committed[partition]
-        self._position(partition, kafka, (reader.lake_from, NO_TIME))
-        self.checkpoints.resend_mark(partition)
-
-    async def _transaction(self, partition: int) -> PartitionTransaction:
-        return await clients.start_transaction(
-            self.settings, self.group_id, partition, self.outputs.health.failed
-        )
+    async def reopen(self, partition: int) -> None:
+        """After a failed or fenced commit: open the partition again and read it from its
+        committed offset (the broker's, after the reopening fenced what was open). The
+        lake buffer keeps what it has; only the Kafka outputs are read again."""
+        reader = self.readers.pop(partition, None)
+        lake_from = None if reader is None else {partition: reader.lake_from}
+        await self._open([partition], lake_from=lake_from)
 
     def lake_moved(self, partition: int, lake: tuple[int, int]) -> None:
         """The lake table holds `partition` up to another point than this worker thought

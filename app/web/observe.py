@@ -92,8 +92,11 @@ def assignment(consumer) -> set[TP]:
 
 def assigned_partitions(worker) -> int:
     """Source and user-keyed partitions this worker holds now."""
-    source = worker.source.consumer
-    return len(assignment(worker.app.consumer)) + (len(assignment(source)) if source else 0)
+    return sum(
+        len(assignment(stage.consumer))
+        for stage in (worker.source, worker.stateful)
+        if stage.consumer is not None
+    )
 
 
 def sink_fields(sink) -> dict:
@@ -117,10 +120,10 @@ def sink_fields(sink) -> dict:
 
 async def snapshot(worker) -> dict:
     """The `/api/stats` document."""
-    app, settings, stats = worker.app, worker.settings, worker.stats
-    source, merge, sink = worker.source, worker.merge, worker.postgres
+    settings, stats = worker.settings, worker.stats
+    source, stateful, sink = worker.source, worker.stateful, worker.postgres
     lake = source.lake.health
-    user_assigned = assignment(app.consumer)
+    user_assigned = assignment(stateful.consumer) if stateful.consumer else set()
     source_assigned = assignment(source.consumer) if source.consumer else set()
     source_parts = sorted(
         tp.partition for tp in source_assigned if tp.topic == settings.input_topic
@@ -133,9 +136,12 @@ async def snapshot(worker) -> dict:
                 source.consumer, [TP(settings.input_topic, p) for p in source_parts]
             )
         )
-    offsets.update(
-        await consumer_offsets(app.consumer, [TP(settings.internal_topic, p) for p in user_parts])
-    )
+    if stateful.consumer is not None:
+        offsets.update(
+            await consumer_offsets(
+                stateful.consumer, [TP(settings.internal_topic, p) for p in user_parts]
+            )
+        )
 
     sources = []
     for partition in sorted(set(source_parts) | set(stats.partitions)):
@@ -148,7 +154,7 @@ async def snapshot(worker) -> dict:
         else:
             stream_time = watermark = None
         high, pos = offsets.get(TP(settings.input_topic, partition), (None, None))
-        committed = source.checkpoints.committed.get(partition) if source.checkpoints else None
+        committed = source.committed.get(partition)
         sources.append(
             {
                 "partition": partition,
@@ -167,8 +173,9 @@ async def snapshot(worker) -> dict:
         )
 
     user_partitions = []
-    for partition in sorted(set(user_parts) | set(merge.parts)):
-        agg = merge.parts.get(partition)
+    for partition in sorted(set(user_parts) | set(stateful.parts)):
+        part = stateful.parts.get(partition)
+        agg = part.aggregator if part is not None else None
         high, pos = offsets.get(TP(settings.internal_topic, partition), (None, None))
         entry = {"partition": partition, "assigned": partition in user_parts, "loaded": bool(agg)}
         entry.update(time_fields("merged_watermark", agg.watermark if agg else None))
@@ -178,19 +185,31 @@ async def snapshot(worker) -> dict:
                     sum(1 for u in agg.users.values() if u.session is not None) if agg else 0
                 ),
                 "users_in_state": len(agg.users) if agg else 0,
+                "windows_in_state": (len(agg.page_views) + len(agg.active)) if agg else 0,
+                "final_rows_waiting": len(part.outbox) if part else 0,
                 "late_at_merge": agg.late_at_merge if agg else 0,
                 "highwater": high,
                 "position": pos,
                 "consumer_lag": _lag(high, pos),
+                # the state's own position: the next input offset it does not cover
+                "state_input_offset": part.input_next if part else None,
+                "committed_input_offset": part.committed_input if part else None,
+                "changelog_offset": part.changelog_next if part else None,
+                "restored_changelog_records": part.restored_records if part else None,
+                "restore_seconds": round(part.restore_seconds, 3) if part else None,
             }
         )
         user_partitions.append(entry)
 
     totals = dict(stats.totals)
     totals["records"] = totals["events"] + totals["dead_letters"]
-    totals["transactions_committed"] = source.checkpoints.commits if source.checkpoints else 0
+    totals["transactions_committed"] = source.commits
     totals["transactions_aborted"] = source.aborts
     totals["commits_refused_by_fence"] = source.refused_by_fence
+    totals["stateful_transactions_committed"] = stateful.commits
+    totals["stateful_transactions_aborted"] = stateful.aborts
+    totals["stateful_commits_refused_by_fence"] = stateful.refused_by_fence
+    totals["stateful_restores"] = stateful.restores
     totals["postgres_partitions_refused_by_fence"] = sink.refused_partitions
     totals["transaction_verification_retries"] = source.verification_retries.count
     totals["late_at_merge"] = sum(p["late_at_merge"] for p in user_partitions)
@@ -198,8 +217,9 @@ async def snapshot(worker) -> dict:
     return {
         "scope": SCOPE,
         "worker": worker_identity(settings),
-        "rebalancing": bool(getattr(app, "rebalancing", False)),
+        "rebalancing": worker.source.rebalancing or worker.stateful.rebalancing,
         "fenced_partitions": sorted(source.fenced),
+        "fenced_user_partitions": sorted(stateful.fenced),
         "latency": stats.latency.snapshot(),
         "totals": totals,
         "dead_letter_reasons": dict(sorted(stats.dead_letter_reasons.items())),

@@ -149,6 +149,6 @@ def register(worker) -> None:
             "worker": observe.worker_identity(settings)["id"],
             "checks": {"postgres": postgres, "lake": lake},
             "assigned_partitions": assigned,
-            "rebalancing": bool(getattr(app, "rebalancing", False)),
+            "rebalancing": worker.source.rebalancing or worker.stateful.rebalancing,
         }
         return json_response(self, payload, status=200 if ok else 503)

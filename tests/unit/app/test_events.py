@@ -153,6 +153,8 @@ def test_event_time_exactly_max_future_ahead_is_accepted():
         (record(event_time="1969-12-31T23:59:59Z"), "bad_event_time"),
         (record(event_time=NOW + MAX_FUTURE + 1), "future_event_time"),
         (record(event_time="2026-01-29T10:05:00.001Z"), "future_event_time"),
+        (record(page_url="/" + "x" * 1_000_000), "too_large"),
+        (record(user_id=..., padding="x" * 1_000_000), "missing_field"),
     ],
 )
 def test_bad_input_is_rejected_with_its_reason(raw, expected):

@@ -259,18 +259,20 @@ def test_a_missing_certificate_file_fails_at_startup():
         kafka_ssl_context(s)
 
 
-def test_source_producers_get_the_security_options():
-    """The source stage hands the same options to its transactional producers."""
-    from app.source.clients import producer_options
+async def test_the_stages_kafka_clients_get_the_security_options():
+    """Both stages make their producers and consumers through KafkaClients."""
+    from app.kafka_clients import KafkaClients
 
-    created = producer_options(Settings.from_env(SASL))
-    assert created["security_protocol"] == "SASL_PLAINTEXT"
-    assert created["sasl_mechanism"] == "PLAIN"
-    assert created["sasl_plain_username"] == "pipeline"
-    assert created["sasl_plain_password"] == "kafka-s3cret"
-    assert created["acks"] == "all"
-    # A broker outage longer than aiokafka's default 40 s must not expire its batches.
-    assert created["request_timeout_ms"] >= 600_000
+    clients = KafkaClients(Settings.from_env(SASL))
+    producer = clients.producer("app-input-0")
+    consumer = clients.consumer("app-source")
+    for client in (producer.client, consumer._client):
+        assert client._security_protocol == "SASL_PLAINTEXT"
+        assert client._sasl_mechanism == "PLAIN"
+        assert client._sasl_plain_username == "pipeline"
+        assert client._sasl_plain_password == "kafka-s3cret"
+    assert producer._txn_manager.transactional_id == "app-input-0"
+    assert consumer._isolation_level == "read_committed"
 
 
 def test_database_dsn_adds_the_root_certificate_and_keeps_sslmode():

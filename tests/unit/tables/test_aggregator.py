@@ -410,3 +410,29 @@ def upsert(table: Changes, changes: Changes) -> None:
     table.page_views.update(changes.page_views)
     table.active_users.update(changes.active_users)
     table.sessions.update(changes.sessions)
+
+
+def test_the_session_heaps_grow_with_users_and_pending_events_not_with_all_events():
+    """Many events and watermark steps for few users. The expiry heap once gained an
+    entry per user per watermark step, kept for the session timeout; now it holds one
+    per user, and the pending heap one per event still waiting for the watermark."""
+    d = Driver()
+    users = [f"u{i}" for i in range(20)]
+    rng = random.Random(3)
+    for u in users:
+        d.add(T, u, "session_start")
+    t = T
+    for step in range(300):
+        t += 10_000
+        for _ in range(10):
+            d.add(t - rng.randrange(0, 60_000), rng.choice(users), "page_view")
+        d.mark(t - 60_000)
+        if step % 10 == 0:
+            d.agg.take_changes()
+        waiting = sum(len(user.pending) for user in d.agg.users.values())
+        assert len(d.agg._pending_heap) <= waiting
+        assert len(d.agg._expiry_heap) <= len(users)
+    d.mark(t + 20 * MIN)  # everything times out and is released
+    sessions = d.agg.take_changes().sessions
+    assert {row.status for row in sessions.values()} == {TIMED_OUT}
+    assert not d.agg._expiry_due and not d.agg._pending_due

@@ -1,0 +1,1 @@
+"""The commit protocol both stages share: `checkpoint.PartitionCheckpoint`."""

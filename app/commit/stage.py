@@ -1,0 +1,132 @@
+"""What the loops of both stages share around their checkpoints: a consumer group whose
+rebalances wait for the loop (one lock), a fetch that waits no longer than until the
+next commit is due, and fenced partitions opened again while the group still assigns
+them here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from app.throttle import Backoff, LogThrottle
+
+Result = TypeVar("Result")
+
+log = logging.getLogger(__name__)
+MAX_RECORDS = 20_000
+# A partition fenced while the group still assigns it here (an older member woke up
+# and opened it) is opened again after this long: by then that member knows it lost it.
+REOPEN_FENCED_S = 10.0
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stage: BatchStage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self.stage.rebalancing = True
+        await self.stage.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        try:
+            await self.stage.assign({tp.partition for tp in assigned})
+        finally:
+            self.stage.rebalancing = False
+
+
+class BatchStage(Service):
+    name = "stage"  # in log lines
+
+    def __init__(self, commit_interval_ms: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.interval_s = commit_interval_ms / 1000
+        self.consumer = None
+        self._lock = asyncio.Lock()  # the loop's turns and the rebalances, one at a time
+        self._generation = 0  # bumped by every assignment change and re-positioning
+        self._last_commit = time.monotonic()
+        self.rebalancing = False  # between a revocation and the assignment after it
+        self.stopping = False  # the loop ends after its current turn
+        self.fenced: dict[int, float] = {}  # partition -> when its commit met a fence
+        self._trouble_log = LogThrottle(60)
+
+    async def stop_loop(self, task: asyncio.Task | None, grace_s: float = 3.0) -> None:
+        """Let the loop finish its turn (a commit under way completes), then stop it; past
+        `grace_s` it is cancelled wherever it waits (a fetch, a commit, a reopening)."""
+        self.stopping = True
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait([task], timeout=grace_s)
+        if not done:
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    def kafka_failed(self, exc: BaseException) -> None:
+        """A Kafka request failed and is tried again (logged at most once a minute)."""
+        if self._trouble_log.allow():
+            log.warning("%s: Kafka request failed (%s: %s); retrying", self.name,
+                        type(exc).__name__, exc)  # fmt: skip
+
+    async def retry(self, call: Callable[[], Awaitable[Result]]) -> Result:
+        """`call()` until it gets through, with backoff while Kafka cannot be reached."""
+        backoff = Backoff(0.5, 30)
+        while True:
+            try:
+                return await call()
+            except KafkaError as exc:
+                self.kafka_failed(exc)
+                await asyncio.sleep(backoff.next())
+
+    def listener(self) -> ConsumerRebalanceListener:
+        return _Rebalance(self)
+
+    async def assign(self, partitions: set[int]) -> None:
+        raise NotImplementedError
+
+    async def revoke(self, partitions: set[int]) -> None:
+        raise NotImplementedError
+
+    async def reopen(self, partition: int) -> None:
+        """Open a partition again: fence, read where it stands, position it."""
+        raise NotImplementedError
+
+    async def fetch(self) -> tuple[int, dict]:
+        """(generation before the fetch, fetched batches); waits at most until the next
+        commit is due."""
+        generation = self._generation
+        due_in = self.interval_s - (time.monotonic() - self._last_commit)
+        batches = await self.consumer.getmany(
+            timeout_ms=max(0, int(due_in * 1000)), max_records=MAX_RECORDS
+        )
+        return generation, batches
+
+    def commit_due(self, commit: bool | None) -> bool:
+        """`commit` decides when given (unit tests step the loop); else the interval."""
+        if commit is None:
+            return time.monotonic() - self._last_commit >= self.interval_s
+        return commit
+
+    def fence(self, partition: int) -> None:
+        self.fenced[partition] = time.monotonic()
+
+    async def reopen_fenced(self) -> None:
+        if not self.fenced:
+            return
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        now = time.monotonic()
+        for partition, since in list(self.fenced.items()):
+            if partition not in assigned:
+                del self.fenced[partition]
+            elif now - since >= REOPEN_FENCED_S:
+                log.info(
+                    "%s: partition %d is still assigned here; opening it again",
+                    self.name,
+                    partition,
+                )
+                await self.reopen(partition)
