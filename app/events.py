@@ -33,6 +33,8 @@ class Event:
 
 def parse_event_time(value: Any) -> int:
     """ISO-8601 (Z, offset, or naive as UTC) or epoch seconds/milliseconds -> epoch ms."""
+    if type(value) is int and _EPOCH_MS_THRESHOLD < value <= _MAX_MS:
+        return value  # epoch milliseconds, the common case: no further checks needed
     if isinstance(value, bool):
         raise BadEvent("wrong_type", "event_time is a boolean")
     if isinstance(value, int | float):

@@ -56,10 +56,10 @@ def encode_mark(mark: WatermarkMark) -> bytes:
     return orjson.dumps([MARK, *mark])
 
 
-def decode(value: bytes) -> list[ForwardedEvent] | WatermarkMark:
-    """A list of events, or a mark."""
+def decode(value: bytes) -> list[list] | WatermarkMark:
+    """A list of events, each a list in ForwardedEvent's field order (no object per
+    event: the stateful stage passes them on as arguments), or a mark."""
     record = orjson.loads(value)
     if record[0] == EVENTS:
-        make = ForwardedEvent._make
-        return [make(e) for e in record[1]]
+        return record[1]
     return WatermarkMark(*record[1:])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 MINUTE_MS = 60_000
 PAGE_VIEW_WINDOW_MS = MINUTE_MS
 ACTIVE_USERS_WINDOW_MS = 5 * MINUTE_MS
@@ -30,14 +32,21 @@ def new_window_starts_for_minute(
 ) -> list[int]:
     """Hopping windows that count a user for the first time when it becomes active in `minute`.
 
-    `user_minutes` are the minute starts where the user was already active. A window
-    [s, s + size) gains the user only if none of those minutes falls inside it.
+    `user_minutes`, sorted, are the minute starts where the user was already active. A
+    window [s, s + size) gains the user only if none of those minutes falls inside it:
+    it starts after the nearest earlier minute and ends at or before the nearest later
+    one, so only those two need looking at.
     """
-    return [
-        start
-        for start in hopping_starts(minute, size_ms, hop_ms)
-        if not any(start <= m < start + size_ms for m in user_minutes)
-    ]
+    i = bisect_left(user_minutes, minute)
+    first, last = minute - size_ms + hop_ms, minute
+    if i < len(user_minutes):
+        later = user_minutes[i]
+        if later == minute:
+            return []
+        last = min(last, later - size_ms)
+    if i:
+        first = max(first, user_minutes[i - 1] + hop_ms)
+    return list(range(first, last + 1, hop_ms)) if first <= last else []
 
 
 def layout_tag() -> str:

@@ -24,7 +24,9 @@ Entry = tuple  # ("pv", start, url) | ("au", start) | ("s", user_id, start)
 
 
 def _name(entry: Entry) -> str:
-    return PREFIX + "|".join(str(part) for part in entry)
+    if len(entry) == 2:
+        return f"{PREFIX}{entry[0]}|{entry[1]}"
+    return f"{PREFIX}{entry[0]}|{entry[1]}|{entry[2]}"
 
 
 class Outbox:

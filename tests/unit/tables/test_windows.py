@@ -3,6 +3,7 @@
 The windows: docs/contract.md, Windows and tables.
 """
 
+from bisect import insort
 from datetime import UTC, datetime
 
 from hypothesis import given
@@ -71,13 +72,18 @@ def test_out_of_order_minute_before_a_later_one_only_adds_the_older_windows():
 
 @given(st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=15, unique=True))
 def test_summing_first_time_increments_gives_the_distinct_user_count_per_window(minutes):
-    """One user active in `minutes` (any order) is counted exactly once in every window."""
+    """One user active in `minutes` (any order) is counted exactly once in every window;
+    each call is checked against the definition (no earlier minute in the window)."""
     counts: dict[int, int] = {}
     seen: list[int] = []
     for m in minutes:
         minute = T + m * MIN
-        for start in new_window_starts_for_minute(minute, seen):
+        new = new_window_starts_for_minute(minute, seen)
+        assert new == [
+            s for s in hopping_starts(minute) if not any(s <= m < s + 5 * MIN for m in seen)
+        ]
+        for start in new:
             counts[start] = counts.get(start, 0) + 1
-        seen.append(minute)
+        insort(seen, minute)
     expected = {T + s * MIN: 1 for s in range(-4, 21) if any(s <= m < s + 5 for m in minutes)}
     assert counts == expected
