@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -18,6 +19,15 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from app.settings import Settings, kafka_client_options
 
 log = logging.getLogger(__name__)
+# A transaction's produce requests can come back NOT_ENOUGH_REPLICAS while the broker
+# verifies the transaction (app/source/verification.py): retried soon, not in 100 ms.
+RETRY_BACKOFF_MS = 10
+# aiokafka retries at a fixed retry_backoff_ms, with no growth: with the broker away,
+# a producer whose transaction waits on it tried every 10 ms, about 300 failed
+# connection attempts (and library log lines) a second and 3% of a core each (two
+# producers with an open transaction, broker stopped, 20 s). While Kafka is away
+# (app/outages.py) producers retry once a second instead.
+AWAY_RETRY_BACKOFF_S = 1.0
 
 
 class KafkaClients:
@@ -27,10 +37,22 @@ class KafkaClients:
             "bootstrap_servers": settings.kafka_bootstrap_servers,
             **kafka_client_options(settings),
         }
+        self._producers: weakref.WeakSet[AIOKafkaProducer] = weakref.WeakSet()
+        self._away = False
+
+    def broker_away(self, away: bool) -> None:
+        """Kafka went away (True) or is back: every producer, and those made meanwhile,
+        retries once a second while it is away, every RETRY_BACKOFF_MS otherwise."""
+        self._away = away
+        for producer in list(self._producers):
+            _retry_every(producer, self._retry_backoff_s())
+
+    def _retry_backoff_s(self) -> float:
+        return AWAY_RETRY_BACKOFF_S if self._away else RETRY_BACKOFF_MS / 1000
 
     def producer(self, transactional_id: str) -> AIOKafkaProducer:
         """A transactional producer, not started (`start` is init_transactions)."""
-        return AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             **self._common,
             transactional_id=transactional_id,
             acks="all",
@@ -40,11 +62,12 @@ class KafkaClients:
             # A commit waits for its sends with its own timeout (app/commit/), so this
             # only bounds one request; a broker that stays away is handled there.
             request_timeout_ms=30_000,
-            # a transaction's produce requests can come back NOT_ENOUGH_REPLICAS while
-            # the broker verifies the transaction (app/source/verification.py): retry
-            # soon, not in 100 ms
-            retry_backoff_ms=10,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
         )
+        self._producers.add(producer)
+        if self._away:
+            _retry_every(producer, self._retry_backoff_s())
+        return producer
 
     def consumer(self, group_id: str, **options) -> AIOKafkaConsumer:
         """A consumer of `group_id` that commits nothing itself, reading committed records."""
@@ -76,6 +99,14 @@ class KafkaClients:
 
     def admin(self) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(**self._common)
+
+
+def _retry_every(producer: AIOKafkaProducer, seconds: float) -> None:
+    """Set the retry backoff of a producer, made or started: aiokafka (pinned) reads
+    it from its client (metadata, connections) and its sender (every request handler
+    takes the sender's when it is made) on each retry."""
+    producer.client._retry_backoff = seconds
+    producer._sender._retry_backoff = seconds
 
 
 async def create_topics(admin, topics: list[NewTopic]) -> None:

@@ -36,12 +36,15 @@ class Dependency:
     name: str
     target: str  # where it is, secrets masked
     held: Callable[[], str] | None = None  # what waits for it, in words
+    away: str = "cannot be reached"  # how its outage is said
     down_since: float | None = None  # wall clock
     last_error: str | None = None
     failures: int = 0  # failed attempts during the current outage
     suppressed: int = 0  # library log lines left out during the current outage
     outages: int = 0
     suppressed_total: int = 0
+    # called with True when it goes away, False when it is back
+    listeners: list[Callable[[bool], None]] = field(default_factory=list, repr=False)
     _reminded: float = field(default=0.0, repr=False)  # monotonic
 
 
@@ -49,8 +52,19 @@ class Outages:
     def __init__(self) -> None:
         self.deps: dict[str, Dependency] = {}
 
-    def register(self, name: str, target: str, held: Callable[[], str] | None = None) -> None:
-        self.deps[name] = Dependency(name, target, held)
+    def register(
+        self,
+        name: str,
+        target: str,
+        held: Callable[[], str] | None = None,
+        away: str = "cannot be reached",
+    ) -> None:
+        self.deps[name] = Dependency(name, target, held, away)
+
+    def watch(self, name: str, listener: Callable[[bool], None]) -> None:
+        """Call `listener(True)` when `name` goes away and `listener(False)` when it is
+        back (say, to retry less often meanwhile)."""
+        self.deps[name].listeners.append(listener)
 
     def down(self, name: str) -> bool:
         dep = self.deps.get(name)
@@ -69,16 +83,18 @@ class Outages:
             dep.outages += 1
             since = datetime.fromtimestamp(dep.down_since, UTC).strftime("%H:%M:%S")
             log.warning(
-                "%s (%s) cannot be reached since %s UTC: %s%s",
-                name, dep.target, since, error, self._held(dep),
+                "%s (%s) %s since %s UTC: %s%s",
+                name, dep.target, dep.away, since, error, self._held(dep),
             )  # fmt: skip
+            self._tell(dep, True)
         elif now - dep._reminded >= REMIND_S:
             dep._reminded = now
             log.warning(
-                "%s (%s) still cannot be reached after %s (%d failed attempts, %d library "
-                "log lines left out): %s%s",
-                name, dep.target, _duration(time.time() - dep.down_since), dep.failures,
-                dep.suppressed, error, self._held(dep),
+                "%s (%s) still %s after %s (%d failed attempts, %d library log lines "
+                "left out): %s%s",
+                name, dep.target, dep.away.removeprefix("still "),
+                _duration(time.time() - dep.down_since), dep.failures, dep.suppressed, error,
+                self._held(dep),
             )  # fmt: skip
 
     def ok(self, name: str) -> None:
@@ -92,6 +108,15 @@ class Outages:
             dep.suppressed,
         )  # fmt: skip
         dep.down_since, dep.failures, dep.suppressed = None, 0, 0
+        self._tell(dep, False)
+
+    @staticmethod
+    def _tell(dep: Dependency, away: bool) -> None:
+        for listener in dep.listeners:
+            try:
+                listener(away)
+            except Exception:  # a listener's bug must not break the outage bookkeeping
+                log.exception("outages: a listener of %s failed", dep.name)
 
     def suppress(self, name: str) -> bool:
         """A library line about `name`: True (and counted) when it is left out."""

@@ -90,6 +90,7 @@ class Settings:
     commit_interval_ms: int = 100
     replication_factor: int = 1
     sink_flush_ms: int = 500
+    shutdown_timeout_ms: int = 10_000
     # Transport security (docs/security.md). PLAINTEXT needs none of the rest.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "PLAIN"

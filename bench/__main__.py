@@ -46,6 +46,7 @@ DEFAULT_SECTIONS = (
     "changelog",
     "mechanisms",
 )
+STALL_S = 120.0  # catch-up: PostgreSQL not moving this long fails the run
 # run only when asked for (--soak-minutes N)
 SECTIONS = (*DEFAULT_SECTIONS, "soak")
 SOAK_SAMPLE_S = 10
@@ -133,6 +134,7 @@ class Bench:
         source = await worker.wait_committed(self.bootstrap, topic, ends, label, on_first=on_first)
         conn = await asyncpg.connect(db)
         last_print = 0.0
+        last_have, moved_at = None, time.monotonic()
         try:
             while True:
                 worker.check_alive()
@@ -145,6 +147,13 @@ class Bench:
                     break
                 if have is not None and have > views:
                     raise RuntimeError(f"{label}: {have} page views in PostgreSQL, {views} sent")
+                if have != last_have:
+                    last_have, moved_at = have, now
+                elif now - moved_at > STALL_S:  # a stage stopped moving: say so, loudly
+                    raise TimeoutError(
+                        f"{label}: PostgreSQL stood still at {have or 0:,}/{views:,} page "
+                        f"views for {STALL_S:.0f} s after the source committed the backlog"
+                    )
                 if now - last_print >= 5:
                     last_print = now
                     say(f"  {label}: {have or 0:,}/{views:,} page views in PostgreSQL")

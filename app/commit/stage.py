@@ -15,7 +15,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from app.throttle import Backoff, LogThrottle
+from app.outages import Outages
+from app.throttle import Backoff
 
 Result = TypeVar("Result")
 
@@ -44,8 +45,9 @@ class _Rebalance(ConsumerRebalanceListener):
 class BatchStage(Service):
     name = "stage"  # in log lines
 
-    def __init__(self, commit_interval_ms: int, **kwargs) -> None:
+    def __init__(self, commit_interval_ms: int, outages: Outages | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.outages = outages or Outages()  # says when Kafka is away, and back
         self.interval_s = commit_interval_ms / 1000
         self.consumer = None
         self._lock = asyncio.Lock()  # the loop's turns and the rebalances, one at a time
@@ -53,8 +55,30 @@ class BatchStage(Service):
         self._last_commit = time.monotonic()
         self.rebalancing = False  # between a revocation and the assignment after it
         self.stopping = False  # the loop ends after its current turn
+        self.stop_by = time.monotonic() + 3600.0  # set by stop_within
         self.fenced: dict[int, float] = {}  # partition -> when its commit met a fence
-        self._trouble_log = LogThrottle(60)
+
+    async def stop_within(self, budget_s: float) -> None:
+        """Stop within `budget_s` whatever is away (SHUTDOWN_TIMEOUT); what cannot be
+        committed in that time is left to the next owner, and the log says what."""
+        self.stop_by = time.monotonic() + budget_s
+        await self.stop()
+
+    def left_s(self, share: float = 1.0) -> float:
+        """A share of the time left until `stop_by` (at least 0.1 s)."""
+        return max(0.1, (self.stop_by - time.monotonic()) * share)
+
+    async def bounded(self, awaitable, share: float = 1.0, what: str = "") -> bool:
+        """Await within a share of the time left; False (and said) when it ran out or
+        failed: the stop goes on regardless."""
+        try:
+            await asyncio.wait_for(awaitable, self.left_s(share))
+            return True
+        except Exception as exc:
+            if what:
+                log.warning("%s: %s did not finish while stopping (%s)", self.name, what,
+                            type(exc).__name__)  # fmt: skip
+            return False
 
     async def stop_loop(self, task: asyncio.Task | None, grace_s: float = 3.0) -> None:
         """Let the loop finish its turn (a commit under way completes), then stop it; past
@@ -68,10 +92,8 @@ class BatchStage(Service):
         await asyncio.gather(task, return_exceptions=True)
 
     def kafka_failed(self, exc: BaseException) -> None:
-        """A Kafka request failed and is tried again (logged at most once a minute)."""
-        if self._trouble_log.allow():
-            log.warning("%s: Kafka request failed (%s: %s); retrying", self.name,
-                        type(exc).__name__, exc)  # fmt: skip
+        """A Kafka request failed and is tried again (app/outages.py says so)."""
+        self.outages.failed("kafka", f"{self.name}: {type(exc).__name__}: {exc}"[:300])
 
     async def retry(self, call: Callable[[], Awaitable[Result]]) -> Result:
         """`call()` until it gets through, with backoff while Kafka cannot be reached."""

@@ -17,12 +17,14 @@ group's generations start again at 1 when Kafka forgets the group or is replaced
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
 
 import asyncpg
 
+from app.outages import Outages
 from app.settings import database_dsn, mask_url, redact, url_secrets
 from app.sinks.contract import SinkHealth
 from app.sinks.pending_rows import PendingRows
@@ -62,17 +64,17 @@ class PostgresSink:
     def __init__(
         self,
         database_url: str,
-        flush_ms: int = 500,
         ssl_rootcert: str | None = None,
         app_id: str = "pipeline",
+        outages: Outages | None = None,
     ) -> None:
         self.app_id = app_id  # whose claims in partition_writers
+        self.outages = outages or Outages()  # says when PostgreSQL is away, and back
         self.database_url = database_url
         # Only the masked form is ever logged or shown; error texts are redacted too.
         self.target = mask_url(database_url)
         self._secrets = url_secrets(database_url)
         self.ssl_rootcert = ssl_rootcert
-        self.flush_s = flush_ms / 1000
         self.pending = PendingRows()
         # partition -> newest stateful batch whose rows are all in PostgreSQL
         self.confirmed: dict[int, int] = {}
@@ -83,9 +85,11 @@ class PostgresSink:
         self.pool: asyncpg.Pool | None = None
         self.health = SinkHealth(self.target)
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()  # rows were handed over: write them
 
     def add(self, part: int, changes: Changes, batch: int) -> None:
         self.pending.add(part, changes, batch)
+        self._wake.set()
 
     def pending_rows(self) -> int:
         return len(self.pending)
@@ -103,16 +107,27 @@ class PostgresSink:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="postgres-sink")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Write what is pending within `timeout_s`; what is left is the next owner's
+        (rows are written again from the state it restores)."""
         if self._task:
             self._task.cancel()
         try:
-            if self.pending and self.pool is not None:
-                await asyncio.wait_for(self.flush(), timeout=10)
-        except Exception as exc:  # shutting down: say so, the state replays on restart
+            if self.pending and self.pool is not None and not self.outages.down("postgres"):
+                await asyncio.wait_for(self.flush(), timeout=max(0.1, timeout_s - 1))
+        except Exception as exc:
             log.warning("postgres: final flush failed: %s", redact(str(exc), *self._secrets))
+        if self.pending:
+            log.warning(
+                "postgres: stopped with %d rows not written; the partitions' next owner "
+                "writes them again",
+                len(self.pending),
+            )
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), 1)
+            except Exception:  # the server is away: drop the connections
+                self.pool.terminate()
 
     def connect_options(self) -> dict:
         """Keyword arguments for asyncpg.create_pool (TLS from DATABASE_URL's sslmode)."""
@@ -121,6 +136,7 @@ class PostgresSink:
             "min_size": 1,
             "max_size": 2,
             "command_timeout": 30,
+            "timeout": 10,  # to connect: a server that does not answer is away
             "server_settings": {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
         }
 
@@ -141,19 +157,16 @@ class PostgresSink:
         log.info("postgres: connected to %s, tables ready", self.target)
 
     def _succeeded(self, rows: int = 0, seconds: float | None = None) -> None:
-        health = self.health
-        attempts = health.consecutive_errors
-        outage = health.reachable() if seconds is None else health.succeeded(rows, seconds)
-        if outage is not None:
-            log.warning(
-                "postgres: %s reachable again after %.1fs and %d failed attempts",
-                self.target,
-                outage,
-                attempts,
-            )
+        if seconds is None:
+            self.health.reachable()
+        else:
+            self.health.succeeded(rows, seconds)
+        self.outages.ok("postgres")
 
     def _failed(self, exc: BaseException) -> None:
-        self.health.failed(redact(f"{type(exc).__name__}: {exc}", *self._secrets))
+        error = redact(f"{type(exc).__name__}: {exc}", *self._secrets)
+        self.health.failed(error)
+        self.outages.failed("postgres", error)
 
     async def _run(self) -> None:
         backoff = Backoff(0.5, 10.0)
@@ -161,22 +174,20 @@ class PostgresSink:
             try:
                 if self.pool is None:
                     await self.connect()
-                await asyncio.sleep(self.flush_s)
+                # The stateful stage hands rows over once per commit (every SINK_FLUSH):
+                # write them at once (rows kept by a failed write, after the backoff),
+                # and renew the claims while idle.
+                if not self.pending:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), RENEW_CLAIMS_S)
+                self._wake.clear()
                 await self.flush()
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # kept and retried; app/outages.py says so in the log
                 self._failed(exc)
-                delay = backoff.next()
-                log.warning(
-                    "postgres: write to %s failed (%s); retrying in %.1fs, %d rows kept",
-                    self.target,
-                    self.health.last_error,
-                    delay,
-                    len(self.pending),
-                )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.next())
 
     async def flush(self) -> None:
         if not self.pending:

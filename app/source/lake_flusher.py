@@ -16,6 +16,7 @@ import logging
 import time
 
 from app import failpoints
+from app.outages import Outages
 from app.sinks.contract import SinkHealth
 from app.sinks.lake import LakeFenced, LakeRows
 from app.stats import Stats
@@ -29,10 +30,11 @@ RELEASE_TIMEOUT_S = 10.0
 class LakeFlusher:
     name = "lake"
 
-    def __init__(self, table, settings, stats: Stats) -> None:
+    def __init__(self, table, settings, stats: Stats, outages: Outages | None = None) -> None:
         self.table = table  # app.sinks.lake.LakeTable
         self.settings = settings
         self.stats = stats
+        self.outages = outages or Outages()
         self.health = SinkHealth(str(settings.lake_dir))
         self.rows = LakeRows()
         # rows hold their parsed events until the commit: bounded to keep memory flat
@@ -123,16 +125,12 @@ class LakeFlusher:
                 self._moved.update(positions)
                 return
             except Exception as exc:  # disk full, read-only, a bug: keep the rows, retry
-                self.health.failed(f"{type(exc).__name__}: {exc}")
-                delay = backoff.next()
-                log.error(
-                    "lake: cannot write to %s (%s); rows are kept and retried in %.0fs",
-                    self.settings.lake_dir,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                error = f"{type(exc).__name__}: {exc}"
+                self.health.failed(error)
+                self.outages.failed("lake", error)  # app/outages.py says so in the log
+                await asyncio.sleep(backoff.next())
         self.health.succeeded(sum(len(b) for b in batches.values()), time.monotonic() - started)
+        self.outages.ok("lake")
 
     def maybe_maintain(self, readers) -> None:
         """Every LAKE_MAINTAIN, on the worker that reads source partition 0 (one worker
@@ -178,15 +176,25 @@ class LakeFlusher:
             self._moved.pop(partition, None)
             self._stale.discard(partition)
 
-    async def stop(self, readers) -> None:
-        """SIGTERM: commit everything buffered, within reason."""
+    async def stop(self, readers, timeout_s: float = 30.0) -> None:
+        """SIGTERM: commit everything buffered within `timeout_s`; what is left is read
+        again by the partitions' next owner (the table's positions say from where)."""
         if self._maintenance is not None and not self._maintenance.done():
             self._maintenance.cancel()  # its thread finishes its own commit or nothing
+        deadline = time.monotonic() + timeout_s
         try:
             if self._task is not None and not self._task.done():
-                await asyncio.wait_for(asyncio.shield(self._task), RELEASE_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(self._task), max(0.1, timeout_s / 2))
             taken = self._take(readers)
-            if taken[0]:
-                await asyncio.wait_for(self._flush(taken), 2 * RELEASE_TIMEOUT_S)
+            if taken[0] and not self.outages.down("lake"):
+                await asyncio.wait_for(self._flush(taken), max(0.1, deadline - time.monotonic()))
+            elif taken[0]:
+                self._inflight_rows = sum(len(b) for b in taken[0].values())
         except TimeoutError:
-            log.warning("lake: the last commit did not finish; the next owner reads it again")
+            pass
+        if self.pending_rows():
+            log.warning(
+                "lake: stopped with %d rows not committed; the partitions' next owner reads "
+                "them again",
+                self.pending_rows(),
+            )

@@ -55,7 +55,7 @@ class SourceStage(BatchStage):
         self.checkpoints: dict[int, PartitionCheckpoint] = {}
         # partition -> (next offset, stream time) as of its last commit
         self.committed: dict[int, tuple[int, int]] = {}
-        self.lake = LakeFlusher(lake, settings, stats)
+        self.lake = LakeFlusher(lake, settings, stats, self.outages)
         self.admin = None
         self.marks: Marks | None = None
         self.batch_reader: BatchReader | None = None
@@ -99,19 +99,30 @@ class SourceStage(BatchStage):
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
-        """SIGTERM: commit what was read, flush the lake, leave the group."""
-        await self.stop_loop(self._loop_task)
-        try:
-            await asyncio.wait_for(self._commit_all(), 5)
-        except Exception as exc:  # the next owner reads it again
-            log.warning("source: final commit failed: %s", exc)
-        await self.lake.stop(self.readers)
+        """SIGTERM: commit what was read, flush the lake, leave the group, all within
+        `stop_by`; the next owner reads what is left again."""
+        await self.stop_loop(self._loop_task, grace_s=self.left_s(0.25))
+        if not self.outages.down("kafka"):
+            await self.bounded(self._commit_all(), 0.3, "the last commit")
+        left = {
+            p: reader.next_offset - self.committed[p][0]
+            for p, reader in self.readers.items()
+            if p in self.committed and reader.next_offset > self.committed[p][0]
+        }
+        if left:
+            log.warning(
+                "source: stopped with records read and not committed (partition: records) "
+                "%s; the partitions' next owner reads them again",
+                left,
+            )
+        await self.lake.stop(self.readers, self.left_s(0.5))
         if self.consumer is not None:
-            await self.consumer.stop()
-        for checkpoint in self.checkpoints.values():
-            await checkpoint.close()
+            await self.bounded(self.consumer.stop(), 0.5, "leaving the consumer group")
+        await self.bounded(
+            asyncio.gather(*(c.close() for c in self.checkpoints.values())), 0.8, "producers"
+        )
         if self.admin is not None:
-            await self.admin.close()
+            await self.bounded(self.admin.close(), 1.0)
 
     # -- partitions ----------------------------------------------------------
 
@@ -276,11 +287,13 @@ class SourceStage(BatchStage):
         except CommitFailed as exc:
             self.aborts += 1
             self.outputs.health.failed(str(exc))
-            log.warning("source: %s; reopening the partition", exc)
-            await self.reopen(partition)
+            self.kafka_failed(exc)
+            if not self.stopping:  # stopping: the next owner reads it again
+                await self.reopen(partition)
             return
         self.committed[partition] = (reader.next_offset, stream_time)
         self.commits += 1
+        self.outages.ok("kafka")
         if records:
             self.outputs.health.succeeded(records, time.monotonic() - started)
         now_ms = time.time() * 1000

@@ -4,7 +4,7 @@ topic, written like the source stage and committing through the same protocol
 
 Its own aiokafka consumer (read_committed, group `<APP_ID>-stateful`) hands fetched
 batches straight to each partition's aggregator (app/stateful/partition.py). Every
-COMMIT_INTERVAL each partition that moved commits one Kafka transaction: its changed
+SINK_FLUSH (500 ms) each partition that moved commits one Kafka transaction: its changed
 state keys and its position into the compacted changelog (app/stateful/changelog.py),
 with its input offset. Only once that is visible does the local RocksDB take the
 same records (app/stateful/state.py) and PostgreSQL the rows (app/sinks/postgres.py).
@@ -49,7 +49,9 @@ class StatefulStage(BatchStage):
     def __init__(
         self, settings: Settings, sink, clients: KafkaClients | None = None, **kwargs
     ) -> None:
-        super().__init__(settings.commit_interval_ms, **kwargs)
+        # Its commits hand rows to PostgreSQL, which they reach SINK_FLUSH after changing
+        # at most; committing more often costs a transaction per partition each time.
+        super().__init__(max(settings.commit_interval_ms, settings.sink_flush_ms), **kwargs)
         self.settings = settings
         self.sink = sink  # app.sinks.postgres.PostgresSink
         self.clients = clients or KafkaClients(settings)
@@ -92,7 +94,10 @@ class StatefulStage(BatchStage):
         )
         self.reader = self.clients.reader()
         await self.reader.start()
-        self.consumer = self.clients.consumer(self.group_id)
+        # it commits every SINK_FLUSH: no need to fetch each record as soon as it lands
+        self.consumer = self.clients.consumer(
+            self.group_id, fetch_min_bytes=1 << 20, fetch_max_wait_ms=100
+        )
         await self.consumer.start()
         self.consumer.subscribe([self.topic], listener=self.listener())
         self._started_consumer.set()
@@ -150,20 +155,34 @@ class StatefulStage(BatchStage):
             await self._open(partition, local=part.local)
 
     async def on_stop(self) -> None:
-        await self.stop_loop(self._loop_task)
-        try:
-            await asyncio.wait_for(self._commit_all(), 5)
-        except Exception as exc:  # the next owner restores from the changelog
-            log.warning("stateful: final commit failed: %s", exc)
+        """SIGTERM: commit what was applied and leave the group, within `stop_by`; the
+        next owner restores the rest from the changelog and reads its input again."""
+        await self.stop_loop(self._loop_task, grace_s=self.left_s(0.25))
+        if not self.outages.down("kafka"):
+            await self.bounded(self._commit_all(), 0.3, "the last commit")
+        left = {
+            p: part.input_next - part.committed_input
+            for p, part in self.parts.items()
+            if part.input_next > part.committed_input
+        }
+        if left:
+            log.warning(
+                "stateful: stopped with input applied and not committed (partition: "
+                "records) %s; the partitions' next owner applies it again",
+                left,
+            )
         if self.consumer is not None:
-            await self.consumer.stop()
-        for part in self.parts.values():
-            await part.checkpoint.close()
+            await self.bounded(self.consumer.stop(), 0.5, "leaving the consumer group")
+        parts, self.parts = list(self.parts.values()), {}
+        for part in parts:
             part.local.close()
-        self.parts.clear()
-        for client in (self.reader, self.admin):
-            if client is not None:
-                await (client.stop() if client is self.reader else client.close())
+        await self.bounded(
+            asyncio.gather(*(part.checkpoint.close() for part in parts)), 0.8, "producers"
+        )
+        if self.reader is not None:
+            await self.bounded(self.reader.stop(), 0.5)
+        if self.admin is not None:
+            await self.bounded(self.admin.close(), 1.0)
 
     # -- partitions ----------------------------------------------------------
 
@@ -272,11 +291,13 @@ class StatefulStage(BatchStage):
             return
         except CommitFailed as exc:
             self.aborts += 1
-            log.warning("stateful: %s; restoring the partition from its changelog", exc)
-            self.parts.pop(partition, None)
-            await self._open(partition, local=part.local)
+            self.kafka_failed(exc)
+            if not self.stopping:  # stopping: the next owner restores it
+                self.parts.pop(partition, None)
+                await self._open(partition, local=part.local)
             return
         self.commits += 1
+        self.outages.ok("kafka")
         failpoints.reach("stateful-after-commit")
         # the partition's commit marker follows its last record (nobody else writes it)
         last = committed.last_offsets[(self.changelog_topic, partition)]

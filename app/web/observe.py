@@ -243,4 +243,7 @@ async def snapshot(worker) -> dict:
             "buffered_rows": source.lake.pending_rows(),
         },
         "sinks": {s.name: sink_fields(s) for s in worker.sinks()},
+        # Kafka, PostgreSQL, the lake: up or away since when, and the library log lines
+        # left out while away (app/outages.py)
+        "dependencies": worker.outages.snapshot(),
     }

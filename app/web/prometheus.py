@@ -231,6 +231,29 @@ def render(snap: dict) -> str:
         "Start of the sink's current outage (epoch seconds); absent when healthy.",
         by_sink("failing_since_s"),
     )
+    deps = sorted(snap.get("dependencies", {}).items())
+
+    def by_dependency(field: str) -> list[Sample]:
+        return [({"dependency": name}, fields.get(field)) for name, fields in deps]
+
+    out.add(
+        "pipeline_dependency_up",
+        "gauge",
+        "0 while the worker cannot reach the dependency (Kafka, PostgreSQL, the lake).",
+        by_dependency("up"),
+    )
+    out.add(
+        "pipeline_dependency_outages_total",
+        "counter",
+        "Times the dependency went away.",
+        by_dependency("outages"),
+    )
+    out.add(
+        "pipeline_dependency_log_lines_left_out_total",
+        "counter",
+        "Library log lines about the dependency counted, not written, while it was away.",
+        by_dependency("log_lines_left_out"),
+    )
     out.add("lake_rows_total", "counter", "Rows written to the Parquet lake.", [({}, lake["rows"])])
     out.add("lake_errors_total", "counter", "Failed lake writes (retried).", [({}, lake["errors"])])
     out.add(

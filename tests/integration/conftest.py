@@ -196,3 +196,18 @@ async def wait_for(check, timeout: float, interval: float = 1.0, what: str = "co
             return last
         await asyncio.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}"[:4000])
+
+
+@pytest.fixture
+async def background():
+    """Start a coroutine as a task; a test that fails midway leaves none running."""
+    tasks: list[asyncio.Task] = []
+
+    def start(coro) -> asyncio.Task:
+        tasks.append(asyncio.create_task(coro))
+        return tasks[-1]
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

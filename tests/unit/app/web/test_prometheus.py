@@ -113,3 +113,18 @@ def test_unknown_values_are_left_out_and_labels_escaped() -> None:
     assert 'source_watermark_seconds{partition="1"}' not in text
     assert 'consumer_lag{stage="source",partition="1"}' not in text
     assert 'dead_letters_total{reason="we\\"ird\\\\reason\\n"} 1' in text
+
+
+def test_dependencies_say_which_is_away_and_what_was_left_out_of_the_log() -> None:
+    from app.outages import Outages
+
+    outages = Outages()
+    outages.register("kafka", "127.0.0.1:9092")
+    outages.register("postgres", "postgresql://u:***@h/db")
+    outages.failed("kafka", "KafkaConnectionError")
+    assert outages.suppress("kafka") and not outages.suppress("postgres")
+    text = render(snapshot(dependencies=outages.snapshot()))
+    assert 'pipeline_dependency_up{dependency="kafka"} 0' in text
+    assert 'pipeline_dependency_up{dependency="postgres"} 1' in text
+    assert 'pipeline_dependency_outages_total{dependency="kafka"} 1' in text
+    assert 'pipeline_dependency_log_lines_left_out_total{dependency="kafka"} 1' in text
