@@ -5,7 +5,11 @@ Unset (always, outside that test) every point is a dictionary look-up.
 Points: `mid-batch` (one partition's batch is in its transaction, the next is not),
 `after-sends` (a transaction's records are sent, its offsets and commit are not),
 `after-lake-commit` (the lake holds rows whose Kafka transaction is not committed),
-`recovering` (a partition has just been positioned after an assignment).
+`recovering` (a partition has just been positioned after an assignment); in the
+stateful stage `stateful-after-sends` (changelog records sent, not committed),
+`stateful-after-commit` (committed, the local store not yet written),
+`stateful-before-postgres` (the local store written, the rows not yet handed to
+PostgreSQL) and `stateful-recovering` (a user-keyed partition restored).
 """
 
 from __future__ import annotations

@@ -65,9 +65,18 @@ async def test_sigkill_four_times_loses_and_double_counts_nothing(
     await every_sink_exactly_once(bootstrap, pipeline_env, worker, expected, total)
 
 
-# Each crash point of the source stage (app/failpoints.py), in turn, while input flows:
-# the worker exits there by itself, as kill -9 would, and a new one takes over.
-CRASH_POINTS = ["after-sends=15", "after-lake-commit=2", "mid-batch=40", "recovering=1"]
+# Each crash point of both stages (app/failpoints.py), in turn, while input flows: the
+# worker exits there by itself, as kill -9 would, and a new one takes over.
+CRASH_POINTS = [
+    "after-sends=15",
+    "after-lake-commit=2",
+    "mid-batch=40",
+    "recovering=1",
+    "stateful-after-sends=6",  # changelog records sent, the transaction not committed
+    "stateful-after-commit=6",  # committed, the local store not written
+    "stateful-before-postgres=6",  # local store written, the rows not handed over
+    "stateful-recovering=2",  # a user-keyed partition restored and positioned
+]
 
 
 async def test_a_crash_at_each_commit_phase_loses_and_double_counts_nothing(
