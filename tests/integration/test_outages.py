@@ -15,14 +15,11 @@ import math
 import os
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
-import orjson
 import pytest
 
 from devstack import probes
-from tests.integration.checks import read_topic
 from tests.integration.conftest import create_topic, wait_for
 from tests.integration.test_faults import (
     PARTITIONS,
@@ -31,11 +28,12 @@ from tests.integration.test_faults import (
     converge,
     devstack_kafka,
     devstack_postgres,
+    enriched_exactly_once,
     ensure_kafka_up,
     ensure_postgres_up,
-    interleave,
     lake_exactly_once,
     send_paced,
+    split,
     web_port,
     web_up,
 )
@@ -79,6 +77,13 @@ class Watch:
         assert self.worker.alive(), f"worker died:\n{self.worker.tail()}"
         self.rss.append(rss_mb(self.worker.proc.pid))
 
+    async def until(self, end: float) -> tuple[dict, str]:
+        """Sample every 5 s until monotonic time `end`; (figures, the lines written)."""
+        while time.monotonic() < end:
+            await asyncio.sleep(5)
+            self.sample()
+        return self.result(), new_lines(self.worker, self.lines)
+
     def result(self) -> dict:
         seconds = time.monotonic() - self.at
         return {
@@ -101,17 +106,6 @@ def assert_quiet(watched: dict, outage_s: float, what: str, text: str) -> None:
 
 def new_lines(worker, since: int) -> str:
     return "\n".join(worker.log.read_text(errors="replace").splitlines()[since:][-60:])
-
-
-async def assert_enriched_exactly_once(bootstrap: str, topic: str, in_lake: Counter) -> int:
-    copies = Counter()
-    for record in await read_topic(bootstrap, topic):
-        value = orjson.loads(record.value)
-        copies[(value["kafka_partition"], value["kafka_offset"])] += 1
-    assert set(copies) == set(in_lake), "the enriched topic misses or invents events"
-    twice = [k for k, n in copies.items() if n > 1]
-    assert not twice, f"{len(twice)} events in the enriched topic twice, e.g. {twice[:5]}"
-    return sum(copies.values())
 
 
 async def test_kafka_away_for_minutes(bootstrap, pipeline_env, start_worker, background):
@@ -140,12 +134,7 @@ async def test_kafka_away_for_minutes(bootstrap, pipeline_env, start_worker, bac
         stopped_at = time.monotonic()
         assert not probes.is_kafka(broker.host, broker.port)
         await asyncio.sleep(SETTLE_S)
-        watch = Watch(worker)
-        while time.monotonic() - stopped_at < OUTAGE_S - STOP_S:
-            await asyncio.sleep(5)
-            watch.sample()
-        watched = watch.result()
-        text = new_lines(worker, watch.lines)
+        watched, text = await Watch(worker).until(stopped_at + OUTAGE_S - STOP_S)
         assert "kafka (" in worker.log.read_text(errors="replace"), worker.tail()
 
         sigterm_at = time.monotonic()
@@ -169,7 +158,7 @@ async def test_kafka_away_for_minutes(bootstrap, pipeline_env, start_worker, bac
     assert await producing == total
     await converge(resumed, pipeline_env["DATABASE_URL"], expected, timeout=300)
     in_lake = await lake_exactly_once(resumed, pipeline_env["LAKE_DIR"], total)
-    await assert_enriched_exactly_once(bootstrap, pipeline_env["ENRICHED_TOPIC"], in_lake)
+    await enriched_exactly_once(bootstrap, pipeline_env["ENRICHED_TOPIC"], in_lake)
 
 
 async def test_postgres_away_for_minutes(
@@ -183,10 +172,7 @@ async def test_postgres_away_for_minutes(
     await create_topic(bootstrap, topic, PARTITIONS)
     worker = start_worker(IDLE_ADVANCE="1h", WEB_PORT=web_port())
     await web_up(worker)
-    order = interleave(per_partition)
-    half = len(order) // 2
-    first = [[e for p, e in order[:half] if p == q] for q in range(PARTITIONS)]
-    rest = [[e for p, e in order[half:] if p == q] for q in range(PARTITIONS)]
+    first, rest = split(per_partition, 1 / 2)
     producing = background(send_paced(bootstrap, topic, first, seconds=20))
 
     async def writing():
@@ -200,12 +186,7 @@ async def test_postgres_away_for_minutes(
         await producing
         await send_paced(bootstrap, topic, rest, seconds=20)  # while it is away
         await asyncio.sleep(max(0.0, stopped_at + SETTLE_S - time.monotonic()))
-        watch = Watch(worker)
-        while time.monotonic() - stopped_at < OUTAGE_S:
-            await asyncio.sleep(5)
-            watch.sample()
-        watched = watch.result()
-        text = new_lines(worker, watch.lines)
+        watched, text = await Watch(worker).until(stopped_at + OUTAGE_S)
         _, stats = await api(worker, "/api/stats")
         assert stats["sink"]["ok"] is False and stats["sink"]["pending_rows"] > 0, stats["sink"]
     finally:
@@ -233,10 +214,7 @@ async def test_lake_unwritable_for_minutes(bootstrap, pipeline_env, start_worker
     await create_topic(bootstrap, topic, PARTITIONS)
     worker = start_worker(IDLE_ADVANCE="1h", WEB_PORT=web_port())
     await web_up(worker)
-    order = interleave(per_partition)
-    third = len(order) // 3
-    first = [[e for p, e in order[:third] if p == q] for q in range(PARTITIONS)]
-    rest = [[e for p, e in order[third:] if p == q] for q in range(PARTITIONS)]
+    first, rest = split(per_partition, 1 / 3)
     await send_paced(bootstrap, topic, first, seconds=1)
     await lake_exactly_once(worker, lake_dir, sum(len(s) for s in first), timeout=60)
     try:
@@ -246,12 +224,7 @@ async def test_lake_unwritable_for_minutes(bootstrap, pipeline_env, start_worker
         broken_at = time.monotonic()
         await send_paced(bootstrap, topic, rest, seconds=20)
         await asyncio.sleep(max(0.0, broken_at + SETTLE_S - time.monotonic()))
-        watch = Watch(worker)
-        while time.monotonic() - broken_at < OUTAGE_S:
-            await asyncio.sleep(5)
-            watch.sample()
-        watched = watch.result()
-        text = new_lines(worker, watch.lines)
+        watched, text = await Watch(worker).until(broken_at + OUTAGE_S)
     finally:
         if lake_dir.is_file():
             lake_dir.unlink()
@@ -265,4 +238,4 @@ async def test_lake_unwritable_for_minutes(bootstrap, pipeline_env, start_worker
     assert_quiet(watched, OUTAGE_S, "the lake", text)
     in_lake = await lake_exactly_once(worker, lake_dir, total, timeout=120)
     await converge(worker, pipeline_env["DATABASE_URL"], expected, timeout=120)
-    await assert_enriched_exactly_once(bootstrap, pipeline_env["ENRICHED_TOPIC"], in_lake)
+    await enriched_exactly_once(bootstrap, pipeline_env["ENRICHED_TOPIC"], in_lake)
