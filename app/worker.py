@@ -155,8 +155,8 @@ KAFKA_PROBE_S = 5.0
 # The stages allocate a few objects per event (records, decoded JSON) that die young,
 # and keep many that live long (every user's state). Python's default thresholds run
 # a collection every 700 allocations and a full one over all the users' state every
-# hundred of those: measured, the catch-up ran 36% faster with these
-# (`python -m bench --only pipeline`, docs/performance.md).
+# hundred of those: measured, the catch-up ran a third faster with these
+# (`python -m bench --only pipeline`, medians of three: docs/performance.md).
 GC_THRESHOLDS = (50_000, 50, 1000)
 
 
