@@ -95,7 +95,10 @@ class PartitionCheckpoint:
         while True:
             producer = make_producer(transactional_id)
             try:
-                await asyncio.wait_for(producer.start(), timeout_s)
+                # not wait_for: on 3.11 it loses a cancel that meets start()'s failure,
+                # and the caller could never give up (the retry loop caught the failure)
+                async with asyncio.timeout(timeout_s):
+                    await producer.start()
                 return cls(producer, source, group_id, timeout_s, stage)
             except (KafkaError, TimeoutError, OSError) as exc:
                 await _close(producer)
@@ -219,7 +222,8 @@ async def _close(producer) -> None:
     stop first waits for every pending batch to be delivered."""
     with contextlib.suppress(Exception):
         try:
-            await asyncio.wait_for(producer.stop(), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: see `open`
+                await producer.stop()
         except TimeoutError:
             sender = getattr(producer, "_sender", None)
             if sender is not None:
