@@ -50,6 +50,12 @@ class Changes:
     dropped_users: set[str] = field(default_factory=set)
     clock: bool = False
 
+    def any_change(self) -> bool:
+        """Whether there is anything for the state or PostgreSQL."""
+        return self.clock or any(
+            getattr(self, name) for name in self.__dataclass_fields__ if name != "clock"
+        )
+
 
 @dataclass(slots=True)
 class UserState:
@@ -166,7 +172,9 @@ class PartitionAggregator:
             self._advance(before)
 
     def tick(self, wall_s: float) -> None:
-        """Wall-clock progress while every source is idle."""
+        """Wall-clock progress while every source is idle (call it often: no mark comes
+        while nothing changes). The clock alone is not a change: it is committed with
+        the next change, and a restore starts the wall-clock progress again."""
         before = self.clock.value
         if self.clock.recompute(wall_s) > before:
             self._advance(before)

@@ -13,8 +13,6 @@ from app.source.reader import PartitionReader
 from app.wire import WatermarkMark, encode_mark
 from tables.watermark import NO_TIME
 
-MARK_HEARTBEAT_S = 1.0
-
 
 def clock_metadata(stream_time: int) -> str:
     """The committed offset's metadata: the source clock there."""
@@ -30,13 +28,19 @@ def stream_time_of(metadata: str | None) -> int:
 
 class Marks:
     """Decides when a source partition's watermark mark is due: when it moved, when the
-    partition became idle or busy again, and at least once a second."""
+    partition became idle or busy again, and after the partition was (re)positioned.
+
+    Nothing else: a mark that says what the last one said changes nothing downstream
+    (the stateful stage keeps each source's last mark in its state, and moves time on
+    by the wall clock itself while every source is idle). Marks repeated once a second
+    cost four transactions a second per worker and about 3% of a core while nothing
+    happens."""
 
     def __init__(self, topic: str, idle_advance_ms: int, consumer) -> None:
         self.topic = topic
         self.idle_advance_s = idle_advance_ms / 1000
         self.consumer = consumer
-        self._sent: dict[int, tuple[int, bool, float]] = {}
+        self._sent: dict[int, tuple[int, bool]] = {}
 
     def forget(self, partition: int) -> None:
         """The partition was (re)positioned: its next commit sends a mark again."""
@@ -44,14 +48,12 @@ class Marks:
 
     def due(self, partition: int, reader: PartitionReader) -> bytes | None:
         consumer = self.consumer
-        now = time.monotonic()
         end = consumer.highwater(TopicPartition(self.topic, partition))
         at_end = end is not None and reader.next_offset >= end
-        idle = at_end and now - reader.last_record_wall >= self.idle_advance_s
-        watermark = reader.clock.watermark
-        sent = self._sent.get(partition)
-        if sent is not None and sent[:2] == (watermark, idle) and now - sent[2] < MARK_HEARTBEAT_S:
+        idle = at_end and time.monotonic() - reader.last_record_wall >= self.idle_advance_s
+        mark = (reader.clock.watermark, idle)
+        if self._sent.get(partition) == mark:
             return None
-        self._sent[partition] = (watermark, idle, now)
+        self._sent[partition] = mark
         sources = len(consumer.partitions_for_topic(self.topic) or ()) or partition + 1
-        return encode_mark(WatermarkMark(partition, sources, watermark, idle))
+        return encode_mark(WatermarkMark(partition, sources, mark[0], idle))

@@ -63,9 +63,13 @@ class StatefulPartition:
                     add(*event)
         self.input_next = next_offset
 
+    def tick(self, wall_s: float) -> None:
+        """Time moves on by the wall clock while every source is idle."""
+        self.aggregator.tick(wall_s)
+
     @property
     def pending(self) -> bool:
-        return self.input_next != self.committed_input or self.aggregator.changes.clock
+        return self.input_next != self.committed_input or self.aggregator.changes.any_change()
 
     def stage_commit(self, topic: str, batch: int, confirmed: int) -> StagedCommit:
         """Turn what changed since the last commit into changelog records, added to the

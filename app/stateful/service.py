@@ -72,6 +72,7 @@ class StatefulStage(BatchStage):
         self.aborts = 0
         self.refused_by_fence = 0
         self.restores = 0
+        self.wall = time.monotonic  # what moves time on while every source is idle
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -136,11 +137,13 @@ class StatefulStage(BatchStage):
                 self._read_again(batches)
                 return
             try:
-                wall = time.monotonic()
+                wall = self.wall()
                 for tp, records in batches.items():
                     part = self.parts.get(tp.partition)
                     if part is not None:
                         part.apply(records, wall)
+                for part in self.parts.values():
+                    part.tick(wall)
                 if self.commit_due(commit):
                     await self._commit_all()
                 await self.reopen_fenced()

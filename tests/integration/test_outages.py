@@ -54,8 +54,7 @@ STOP_S = 10.0  # SHUTDOWN_TIMEOUT's default
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
 
 
 def rss_mb(pid: int) -> float:
@@ -65,15 +64,46 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the threads of a process by name ("main", others by their name,
+    summed)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            out[name] = out.get(name, 0.0) + cpu_seconds_of(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+    return out
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# what the worker did meanwhile (GET /api/stats "totals"), printed beside its CPU
+DOINGS = (
+    "transactions_committed",
+    "stateful_transactions_committed",
+    "transactions_aborted",
+    "stateful_transactions_aborted",
+    "transaction_verification_retries",
+)
+
+
 class Watch:
-    """Log lines, CPU and RSS of a worker over a stretch of time."""
+    """Log lines, CPU (by thread) and RSS of a worker, and what it did, over a stretch
+    of time."""
 
     def __init__(self, worker) -> None:
         self.worker = worker
         self.lines = self._lines()
         self.cpu = cpu_seconds(worker.proc.pid)
+        self.threads = thread_cpu(worker.proc.pid)
         self.at = time.monotonic()
         self.rss = [rss_mb(worker.proc.pid)]
+        self.totals: dict = {}
 
     def _lines(self) -> int:
         return self.worker.log.read_bytes().count(b"\n")
@@ -82,21 +112,38 @@ class Watch:
         assert self.worker.alive(), f"worker died:\n{self.worker.tail()}"
         self.rss.append(rss_mb(self.worker.proc.pid))
 
+    async def _totals(self) -> dict:
+        status, stats = await api(self.worker, "/api/stats")
+        return stats["totals"] if status == 200 else {}
+
     async def until(self, end: float) -> tuple[dict, str]:
         """Sample every 5 s until monotonic time `end`; (figures, the lines written)."""
+        self.totals = await self._totals()
         while time.monotonic() < end:
             await asyncio.sleep(5)
             self.sample()
-        return self.result(), new_lines(self.worker, self.lines)
+        return await self.result(), new_lines(self.worker, self.lines)
 
-    def result(self) -> dict:
+    async def result(self) -> dict:
+        pid = self.worker.proc.pid
         seconds = time.monotonic() - self.at
+        threads = thread_cpu(pid)
+        busiest = sorted(
+            ((t - self.threads.get(name, 0.0)) / seconds, name) for name, t in threads.items()
+        )[::-1][:3]
+        totals = await self._totals()
         return {
             "seconds": seconds,
             "lines": self._lines() - self.lines,
-            "cpu_share": (cpu_seconds(self.worker.proc.pid) - self.cpu) / seconds,
+            "cpu_share": (cpu_seconds(pid) - self.cpu) / seconds,
             "rss_first_mb": self.rss[0],
             "rss_max_mb": max(self.rss),
+            "threads": ", ".join(f"{name} {share:.1%}" for share, name in busiest),
+            "did": ", ".join(
+                f"{key} +{totals[key] - self.totals[key]}"
+                for key in DOINGS
+                if key in totals and key in self.totals
+            ),
         }
 
 
@@ -106,7 +153,10 @@ def assert_quiet(watched: dict, outage_s: float, what: str, text: str) -> None:
         f"{watched['lines']} log lines while {what} was away {outage_s:.0f}s (at most "
         f"{allowed}):\n{text}"
     )
-    print(f"CPU while {what} was away: {watched['cpu_share']:.1%} (target {CPU_TARGET:.0%})")
+    print(
+        f"CPU while {what} was away: {watched['cpu_share']:.1%} (target {CPU_TARGET:.0%}); "
+        f"by thread: {watched['threads']}; meanwhile: {watched['did']}"
+    )
     assert watched["cpu_share"] <= CPU_SHARE, f"{watched['cpu_share']:.1%} of a core: {what}"
 
 

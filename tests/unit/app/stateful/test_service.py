@@ -12,6 +12,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from app.stateful import changelog, restore
 from app.stateful.state import LocalState
+from app.wire import WatermarkMark, encode_events, encode_mark
+from tables.sessions import ACTIVE, TIMED_OUT
 from tests.unit.app.stateful.driver import Driver, difference, scenario_of
 
 CHUNK = 100
@@ -263,3 +265,29 @@ async def test_a_fenced_worker_given_its_partitions_back_restores_only_what_comm
     assert all(part.restored_records > 0 for part in a.parts.values())
     await run_through(driver, a, per_source, length, start=5 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
+
+
+async def test_time_moves_on_by_the_wall_clock_while_every_source_is_idle(tmp_path):
+    """No mark comes while nothing changes (app/source/marks.py): with every source idle,
+    the stage itself moves time on, and a session that timed out reaches PostgreSQL
+    without any further input."""
+    driver = Driver(tmp_path, partitions=1, sources=2)
+    stage = await driver.worker("a")
+    await driver.assign(stage, {0})
+    shift = [0.0]
+    stage.wall = lambda: time.monotonic() + shift[0]
+    topic, start = driver.settings.internal_topic, 1_800_000_000_000
+    driver.kafka.produce(topic, 0, encode_events([(0, 0, start, "u1", "session_start", "/")]))
+    for source in (0, 1):
+        driver.kafka.produce(topic, 0, encode_mark(WatermarkMark(source, 2, start, True)))
+    await driver.step(stage)
+    assert driver.db.sessions == {("u1", start): (None, ACTIVE)}
+    commits = stage.commits
+
+    await driver.step(stage)  # idle, no time passed: nothing to commit
+    assert stage.commits == commits
+
+    shift[0] = driver.settings.session_timeout_ms / 1000 + 1
+    await driver.step(stage)
+    assert driver.db.sessions == {("u1", start): (start, TIMED_OUT)}
+    assert stage.commits == commits + 1
