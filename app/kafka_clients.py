@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 import weakref
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -28,6 +30,13 @@ RETRY_BACKOFF_MS = 10
 # producers with an open transaction, broker stopped, 20 s). While Kafka is away
 # (app/outages.py) producers retry once a second instead.
 AWAY_RETRY_BACKOFF_S = 1.0
+# aiokafka tries a broker it cannot reach again as soon as asked (no reconnect.backoff;
+# aio-libs/aiokafka PR #1014 is open): every consumer's coordinator lookup, metadata
+# refresh and fetch loop did, about 10 times a second each, with the broker away.
+# As the Java client does (KIP-144): 50 ms after a failed connection, doubling up to
+# 1 s, with 20% jitter; a connection that succeeds starts again from 50 ms.
+RECONNECT_BACKOFF_S = 0.05
+RECONNECT_BACKOFF_MAX_S = 1.0
 
 
 class KafkaClients:
@@ -65,13 +74,14 @@ class KafkaClients:
             retry_backoff_ms=RETRY_BACKOFF_MS,
         )
         self._producers.add(producer)
+        reconnect_backoff(producer.client)
         if self._away:
             _retry_every(producer, self._retry_backoff_s())
         return producer
 
     def consumer(self, group_id: str, **options) -> AIOKafkaConsumer:
         """A consumer of `group_id` that commits nothing itself, reading committed records."""
-        return AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             **self._common,
             group_id=group_id,
             enable_auto_commit=False,
@@ -84,10 +94,12 @@ class KafkaClients:
             max_poll_interval_ms=300_000,
             **options,
         )
+        reconnect_backoff(consumer._client)
+        return consumer
 
     def reader(self) -> AIOKafkaConsumer:
         """A consumer without a group, for reading partitions it is assigned (restores)."""
-        return AIOKafkaConsumer(
+        reader = AIOKafkaConsumer(
             **self._common,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -96,9 +108,50 @@ class KafkaClients:
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
         )
+        reconnect_backoff(reader._client)
+        return reader
 
     def admin(self) -> AIOKafkaAdminClient:
-        return AIOKafkaAdminClient(**self._common)
+        admin = AIOKafkaAdminClient(**self._common)
+        reconnect_backoff(admin._client)
+        return admin
+
+
+class ReconnectBackoff:
+    """Wraps an aiokafka client's `_get_conn` (the one place every request, metadata
+    refresh and coordinator lookup opens a connection): after a node refused one, the
+    next attempt at that node waits for its backoff first."""
+
+    def __init__(self, get_conn, first_s: float, max_s: float, clock=time.monotonic) -> None:
+        self._get_conn = get_conn
+        self.first_s, self.max_s = first_s, max_s
+        self._clock = clock
+        self._failed: dict[object, tuple[int, float]] = {}  # node -> (failures, retry at)
+
+    def wait_s(self, node_id) -> float:
+        failed = self._failed.get(node_id)
+        return 0.0 if failed is None else max(0.0, failed[1] - self._clock())
+
+    async def __call__(self, node_id, *args, **kwargs):
+        wait = self.wait_s(node_id)
+        if wait:
+            await asyncio.sleep(wait)
+        conn = await self._get_conn(node_id, *args, **kwargs)
+        if conn is None:  # aiokafka logged it and asked for fresh metadata
+            failures = self._failed.get(node_id, (0, 0.0))[0] + 1
+            backoff = min(self.max_s, self.first_s * 2 ** (failures - 1))
+            self._failed[node_id] = (failures, self._clock() + backoff * random.uniform(0.8, 1.2))
+        else:
+            self._failed.pop(node_id, None)
+        return conn
+
+
+def reconnect_backoff(client) -> None:
+    """Give an aiokafka client (a producer's, a consumer's, an admin's) the reconnect
+    backoff it lacks (RECONNECT_BACKOFF_S)."""
+    client._get_conn = ReconnectBackoff(
+        client._get_conn, RECONNECT_BACKOFF_S, RECONNECT_BACKOFF_MAX_S
+    )
 
 
 def _retry_every(producer: AIOKafkaProducer, seconds: float) -> None:
