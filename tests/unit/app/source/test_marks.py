@@ -1,8 +1,6 @@
 """The source clock travels as committed-offset metadata; watermark marks go when they
 say something new."""
 
-import time
-
 from aiokafka import TopicPartition
 
 from app.source.marks import Marks, clock_metadata, stream_time_of
@@ -36,20 +34,24 @@ class Consumer:
         return {0, 1}
 
 
-def test_a_mark_goes_when_it_says_something_new_and_only_then():
-    consumer = Consumer(end=10)
-    marks = Marks("input", idle_advance_ms=30_000, consumer=consumer)
+def test_a_mark_goes_when_it_says_something_new_and_once_a_minute_otherwise():
+    now = [100.0]
+    marks = Marks("input", idle_advance_ms=30_000, consumer=Consumer(end=10), clock=lambda: now[0])
     reader = PartitionReader(
-        0, SourceClock(lateness_ms=0), next_offset=5, kafka_from=0, lake_from=0
-    )
+        0, SourceClock(lateness_ms=0), next_offset=5, kafka_from=0, lake_from=0,
+        last_record_wall=now[0],
+    )  # fmt: skip
     reader.clock.observe(1_000)
     assert decode(marks.due(0, reader)) == WatermarkMark(0, 2, 1_000, False)
-    assert marks.due(0, reader) is None  # nothing new, however long it waits
+    now[0] += 59.0
+    assert marks.due(0, reader) is None  # nothing new
+    now[0] += 1.0
+    assert decode(marks.due(0, reader)) == WatermarkMark(0, 2, 1_000, False)  # a minute on
 
     reader.clock.observe(2_000)
     assert decode(marks.due(0, reader)) == WatermarkMark(0, 2, 2_000, False)
 
-    reader.next_offset, reader.last_record_wall = 10, time.monotonic() - 31
+    reader.next_offset, reader.last_record_wall = 10, now[0] - 31
     assert decode(marks.due(0, reader)) == WatermarkMark(0, 2, 2_000, True)  # idle now
     assert marks.due(0, reader) is None
 
