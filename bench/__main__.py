@@ -252,6 +252,12 @@ class Bench:
         out.parent.mkdir(parents=True, exist_ok=True)
         return out.with_name(f"{out.name}-profile.txt")
 
+    @property
+    def memray_path(self) -> Path:
+        out = Path(self.args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out.with_name(f"{out.name}-memray.bin")
+
     def profile_figures(self, profiler: Profiler) -> dict:
         stacks = profiler.stop()
         if stacks is None:
@@ -288,7 +294,22 @@ class Bench:
     async def memory(self, users: int, events: int) -> dict:
         topic, loaded = await self.backlog("memory", events, users)
         async with self.database("memory") as db:
-            worker = self.worker("memory", topic, db, LAKE_FLUSH="2s").start()
+            worker = self.worker("memory", topic, db, LAKE_FLUSH="2s")
+            if self.args.memray:
+                capture = self.memray_path
+                capture.unlink(missing_ok=True)
+                worker.wrap = [
+                    "-m",
+                    "memray",
+                    "run",
+                    "--native",
+                    "--trace-python-allocators",
+                    "--aggregate",
+                    "-o",
+                    str(capture),
+                ]
+                say(f"memory: under memray, {capture}; `memray flamegraph` it afterwards")
+            worker.start()
             try:
                 say(f"memory: one worker over {loaded['distinct_users']:,} distinct users...")
                 run = await self.catch_up(worker, topic, loaded, db, "memory")
@@ -545,6 +566,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="py-spy records the worker during the pipeline catch-up (<out>-profile.txt)",
     )
     p.add_argument("--profile-top", type=int, default=15, help="functions listed")
+    p.add_argument(
+        "--memray",
+        action="store_true",
+        help="the memory section's worker runs under memray (<out>-memray.bin); its peak "
+        "RSS then includes memray's own",
+    )
     p.add_argument("--keep", action="store_true", help="keep the workers' logs and state")
     p.add_argument("--out", default="bench-results/latest", help="path prefix of .json/.md/.png")
     return p.parse_args(argv)

@@ -69,10 +69,17 @@ class Worker:
     sampling can miss a peak.
     """
 
-    def __init__(self, work: Path, env: dict[str, str], variant: str | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        env: dict[str, str],
+        variant: str | None = None,
+        wrap: list[str] | None = None,
+    ) -> None:
         self.work = work
         self.env = env
         self.variant = variant
+        self.wrap = wrap or []  # python arguments before the entry: `-m memray run ...`
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self._log = None
@@ -86,7 +93,7 @@ class Worker:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, *entry, "-A", "app", "worker", "-l", "warn"],
+            [sys.executable, *self.wrap, *entry, "-A", "app", "worker", "-l", "warn"],
             cwd=ROOT,
             env={**os.environ, **self.env},
             stdout=self._log,
