@@ -42,23 +42,34 @@ class SourceMark:
 
     watermark: int = NO_TIME
     idle: bool = False
+    heard_s: float = 0.0  # wall time of its last mark (not part of the state)
+
+
+# An idle source repeats its mark at least once a minute (app/source/marks.py); its
+# claim to be idle holds this long after the last one. A source that went silent (its
+# stage stopped, stuck, or Kafka away) stops the wall clock instead of letting it run
+# past records that source has not read yet.
+IDLE_LEASE_S = 120.0
 
 
 @dataclass
 class MergedWatermark:
-    """Minimum over source partitions; idle sources excluded; all idle follows wall time."""
+    """Minimum over source partitions; idle sources excluded; all idle follows wall time,
+    for as long as every source keeps saying it is idle (IDLE_LEASE_S)."""
 
     sources: int
     marks: dict[int, SourceMark] = field(default_factory=dict)
     all_idle_since_wall: float | None = None
     all_idle_base: int = NO_TIME
     value: int = NO_TIME
+    idle_lease_s: float = IDLE_LEASE_S
 
     def update(self, source: int, watermark: int, idle: bool, sources: int, wall_s: float) -> int:
         self.sources = max(self.sources, sources)
         mark = self.marks.setdefault(source, SourceMark())
         mark.watermark = max(mark.watermark, watermark)
         mark.idle = idle
+        mark.heard_s = wall_s
         return self.recompute(wall_s)
 
     def recompute(self, wall_s: float) -> int:
@@ -73,7 +84,9 @@ class MergedWatermark:
             if self.all_idle_since_wall is None:
                 self.all_idle_since_wall = wall_s
                 self.all_idle_base = max(m.watermark for m in self.marks.values())
-            candidate = self.all_idle_base + int((wall_s - self.all_idle_since_wall) * 1000)
+            leased = min(m.heard_s for m in self.marks.values()) + self.idle_lease_s
+            elapsed = max(0.0, min(wall_s, leased) - self.all_idle_since_wall)
+            candidate = self.all_idle_base + int(elapsed * 1000)
         if candidate > self.value:
             self.value = candidate
         return self.value

@@ -241,6 +241,7 @@ def test_all_sources_idle_times_sessions_out_with_wall_time():
     d.mark(T + 1, wall=50.0)
     assert d.sessions() == {("u1", T): SessionRow("u1", T, None, ACTIVE)}
     d.mark(T + 1, idle=True, wall=100.0)
+    d.mark(T + 1, idle=True, wall=900.0)  # an idle source repeats its mark (IDLE_LEASE_S)
     d.agg.tick(999.0)  # T + 1 + 899 s: one second short
     assert d.sessions() == {}
     d.agg.tick(1000.0)

@@ -126,3 +126,15 @@ def test_all_idle_wall_advance_stops_when_a_source_is_busy_and_never_goes_back()
     assert merged.update(0, T + 10_000, False, 1, 140.0) == T + 30_000
     assert merged.recompute(200.0) == T + 30_000
     assert merged.update(0, T + MIN, False, 1, 200.0) == T + MIN
+
+
+def test_all_idle_wall_advance_stops_when_a_source_goes_silent_and_resumes_when_it_speaks():
+    merged = MergedWatermark(sources=2, idle_lease_s=120.0)
+    merged.update(0, T, True, 2, 100.0)
+    merged.update(1, T + MIN, True, 2, 100.0)
+    assert merged.recompute(160.0) == T + 2 * MIN
+    merged.update(0, T, True, 2, 160.0)  # source 0 repeats its mark; source 1 is silent
+    assert merged.recompute(220.0) == T + MIN + 120_000  # source 1's claim ends at 220 s
+    assert merged.recompute(900.0) == T + MIN + 120_000  # time stands still, not wall time
+    assert merged.update(0, T, True, 2, 900.0) == T + MIN + 120_000  # still source 1's
+    assert merged.update(1, T + MIN, True, 2, 900.0) == T + MIN + 800_000  # idle, it says

@@ -287,7 +287,15 @@ async def test_time_moves_on_by_the_wall_clock_while_every_source_is_idle(tmp_pa
     await driver.step(stage)  # idle, no time passed: nothing to commit
     assert stage.commits == commits
 
-    shift[0] = driver.settings.session_timeout_ms / 1000 + 1
+    timeout_s = driver.settings.session_timeout_ms / 1000
+    shift[0] = timeout_s - 100  # the sources repeat their marks (they last IDLE_LEASE_S)
+    for source in (0, 1):
+        driver.kafka.produce(topic, 0, encode_mark(WatermarkMark(source, 2, start, True)))
+    await driver.step(stage)
+    assert driver.db.sessions == {("u1", start): (None, ACTIVE)}
+    commits = stage.commits
+
+    shift[0] = timeout_s + 1
     await driver.step(stage)
     assert driver.db.sessions == {("u1", start): (start, TIMED_OUT)}
     assert stage.commits == commits + 1
