@@ -213,7 +213,7 @@ class Bench:
 
             def profile() -> None:  # from the first input commit: start-up left out
                 say(f"pipeline: py-spy recording the worker (pid {worker.pid})...")
-                profiler.append(Profiler(worker.pid, self.profile_path))
+                profiler.append(Profiler(worker.pid, self.out_path("-profile.txt")))
 
             try:
                 say("pipeline: one worker, every sink on, catching up the backlog...")
@@ -246,17 +246,11 @@ class Bench:
                 worker.stop()
         return out
 
-    @property
-    def profile_path(self) -> Path:
+    def out_path(self, suffix: str) -> Path:
+        """`--out` with `suffix` (`-profile.txt`), its folder made."""
         out = Path(self.args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        return out.with_name(f"{out.name}-profile.txt")
-
-    @property
-    def memray_path(self) -> Path:
-        out = Path(self.args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return out.with_name(f"{out.name}-memray.bin")
+        return out.with_name(f"{out.name}{suffix}")
 
     def profile_figures(self, profiler: Profiler) -> dict:
         stacks = profiler.stop()
@@ -296,7 +290,7 @@ class Bench:
         async with self.database("memory") as db:
             worker = self.worker("memory", topic, db, LAKE_FLUSH="2s")
             if self.args.memray:
-                capture = self.memray_path
+                capture = self.out_path("-memray.bin")
                 capture.unlink(missing_ok=True)
                 worker.wrap = [
                     "-m",
@@ -308,7 +302,7 @@ class Bench:
                     "-o",
                     str(capture),
                 ]
-                say(f"memory: under memray, {capture}; `memray flamegraph` it afterwards")
+                say(f"memory: under memray; then `python -m bench.memray_top {capture}`")
             worker.start()
             try:
                 say(f"memory: one worker over {loaded['distinct_users']:,} distinct users...")

@@ -13,6 +13,8 @@ from collections import Counter
 
 from memray import FileReader
 
+from bench.worker import ROOT
+
 OURS = ("/app/", "/tables/", "/agents/")
 LIBRARIES = ("aiokafka", "deltalake", "pyarrow", "rocksdict", "faust", "orjson", "asyncpg")
 
@@ -23,7 +25,7 @@ def site(stack: list[tuple[str, str, int]]) -> str:
             continue  # a native frame: the Python line that led to it names it better
         short = path.split("site-packages/")[-1]
         if any(part in path for part in OURS) or short.split("/")[0] in LIBRARIES:
-            return f"{short.split('/work/main/')[-1]}:{line} {function}"
+            return f"{short.removeprefix(f'{ROOT}/')}:{line} {function}"
     return "elsewhere: " + " <- ".join(function for function, _, _ in stack[:3])
 
 

@@ -45,7 +45,7 @@ class SourceMark:
     heard_s: float = 0.0  # wall time of its last mark (not part of the state)
 
 
-# An idle source repeats its mark at least once a minute (app/source/marks.py); its
+# An idle source repeats its mark twice within this time (app/source/marks.py); its
 # claim to be idle holds this long after the last one. A source that went silent (its
 # stage stopped, stuck, or Kafka away) stops the wall clock instead of letting it run
 # past records that source has not read yet.

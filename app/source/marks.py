@@ -11,7 +11,7 @@ from aiokafka import TopicPartition
 
 from app.source.reader import PartitionReader
 from app.wire import WatermarkMark, encode_mark
-from tables.watermark import NO_TIME
+from tables.watermark import IDLE_LEASE_S, NO_TIME
 
 
 def clock_metadata(stream_time: int) -> str:
@@ -26,10 +26,11 @@ def stream_time_of(metadata: str | None) -> int:
         return NO_TIME
 
 
-# A mark that says nothing new is sent again this often: a stateful partition rebuilt
-# from the user-keyed topic alone (a new state format) whose retention dropped an idle
-# source's last mark hears from that source again within this time.
-MARK_REPEAT_S = 60.0
+# A mark that says nothing new is sent again this often: within the stateful stage's
+# lease on an idle claim, and a stateful partition rebuilt from the user-keyed topic
+# alone (a new state format) whose retention dropped an idle source's last mark hears
+# from that source again within this time.
+MARK_REPEAT_S = IDLE_LEASE_S / 2
 
 
 class Marks:
@@ -40,8 +41,8 @@ class Marks:
     A mark that says what the last one said changes nothing downstream (the stateful
     stage keeps each source's last mark in its state, and moves time on by the wall
     clock itself while every source is idle). Repeated once a second, as before, they
-    cost four transactions a second per stage while nothing happened: about 1% of a
-    core on a fresh broker, 11-14% on one that had run the whole test suite."""
+    cost four transactions a second per stage while nothing happened, and most of a
+    waiting worker's CPU (docs/performance.md, Outages)."""
 
     def __init__(self, topic: str, idle_advance_ms: int, consumer, clock=time.monotonic) -> None:
         self.topic = topic
