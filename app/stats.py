@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ class Stats:
     lake_maintenance: dict | None = None
     # input record's Kafka timestamp -> the commit that made its outputs visible
     latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram())
+    # how late the event loop woke a sleeper (`watch_loop_lag`)
+    loop_lag: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(LOOP_LAG_BUCKETS_S))
 
     def _part(self, partition: int) -> PartitionStats:
         part = self.partitions.get(partition)
@@ -52,6 +56,8 @@ class Stats:
         }
 
 
+LOOP_LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+LOOP_LAG_TICK_S = 0.02
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -82,3 +88,15 @@ class LatencyHistogram:
             running += count
             cumulative.append([bound, running])
         return {"buckets": cumulative, "sum_s": round(self.sum_s, 3), "count": self.count}
+
+
+async def watch_loop_lag(
+    histogram: LatencyHistogram, tick_s: float = LOOP_LAG_TICK_S, clock=time.monotonic
+) -> None:
+    """Sleep `tick_s` again and again and count how late each wake-up came: the time
+    some callback (a batch's work, a commit's preparation) held the one event loop of
+    both stages, which every commit timer waits out. Runs until cancelled."""
+    while True:
+        began = clock()
+        await asyncio.sleep(tick_s)
+        histogram.observe_ms([max(0.0, clock() - began - tick_s) * 1000])

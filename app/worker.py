@@ -31,7 +31,7 @@ from app.sinks.lake import LakeTable
 from app.sinks.postgres import PostgresSink
 from app.source.service import SourceStage
 from app.stateful.service import StatefulStage
-from app.stats import Stats
+from app.stats import Stats, watch_loop_lag
 
 
 class _Boot(BootStrategy):
@@ -179,6 +179,10 @@ def _lifecycle(worker: Worker) -> None:
         LogGovernor(worker.outages).install()  # Faust has set up its handlers by now
         tune_gc()
         await worker.postgres.start()
+
+    @app.task
+    async def loop_lag() -> None:
+        await watch_loop_lag(worker.stats.loop_lag)
 
     @app.timer(KAFKA_PROBE_S)
     async def probe_kafka() -> None:

@@ -327,6 +327,7 @@ class Bench:
                     rate=rate,
                     seconds=seconds,
                     users=self.args.users,
+                    worker_stats=lambda: self.stats(worker),
                 )
                 result["rss_peak_mb"] = round(worker.rss_peak_mb() or 0, 1)
                 return result
@@ -345,7 +346,10 @@ class Bench:
         topic = self.topic("soak")
         await kafka.create_topic(self.bootstrap, topic, args.partitions)
         async with self.database("soak") as db:
-            worker = self.worker("soak", topic, db, IDLE_ADVANCE="2s").start()
+            worker = self.worker("soak", topic, db, IDLE_ADVANCE="2s")
+            if args.soak_variant != "as-shipped":
+                worker.variant = args.soak_variant
+            worker.start()
             try:
                 probe = latency.Probe(args.users, record=False)
                 began = time.monotonic()
@@ -399,6 +403,7 @@ class Bench:
         after_5 = [s["rss_mb"] for s in samples if s["t_s"] >= 300]
         return {
             "minutes": args.soak_minutes,
+            "variant": args.soak_variant,
             "rate_events_per_s": rate,
             "rss_growth_after_minute_5": (
                 round(after_5[-1] / after_5[0] - 1, 4) if len(after_5) > 1 else None
@@ -554,6 +559,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="add a soak of N minutes (RSS and lag every 10 s); not a default section",
     )
     p.add_argument("--soak-rate", type=float, default=5_000, help="the soak's events/s")
+    p.add_argument(
+        "--soak-variant",
+        choices=sorted(VARIANTS),
+        default="as-shipped",
+        help="the soak's worker with one part swapped (bench/variant.py), e.g. no-lake",
+    )
     p.add_argument(
         "--profile",
         action="store_true",

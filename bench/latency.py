@@ -30,6 +30,21 @@ def percentiles(values: list[float], points=(50, 95, 99)) -> dict[str, float | N
     return {k: round(v * 1000, 1) for k, v in out.items()}  # ms
 
 
+def bucket_percentiles(before: dict, after: dict, points=(50, 99)) -> dict:
+    """Percentiles (ms) of what a worker histogram (app/stats.py's snapshot) counted
+    between two snapshots, each as the upper bound of the bucket it falls in, and the
+    count."""
+    bounds = [bucket[0] for bucket in after["buckets"]]
+    counts = [b[1] - a[1] for a, b in zip(before["buckets"], after["buckets"], strict=True)]
+    total = counts[-1]
+    out: dict = {"count": total}
+    for p in points:
+        rank = max(1, math.ceil(total * p / 100))
+        bound = next((b for b, c in zip(bounds, counts, strict=True) if c >= rank), "+Inf")
+        out[f"p{p}_at_most_ms"] = None if bound == "+Inf" else bound * 1000
+    return out
+
+
 def within_2x_of_first(by_tenth: list[float | None]) -> list[bool] | None:
     """Whether each tenth's p50 is at most twice the first tenth's (None: no first)."""
     first = by_tenth[0] if by_tenth else None
@@ -171,8 +186,10 @@ async def measure(
     rate: float,
     seconds: float,
     users: int,
+    worker_stats=None,
 ) -> dict:
-    """`worker` is a started Worker reading `topic`; returns latency and freshness in ms."""
+    """`worker` is a started Worker reading `topic`; returns latency and freshness in ms.
+    `worker_stats`: an async callable returning the worker's /api/stats."""
     await create_topic(bootstrap, enriched_topic, partitions)
     warm = Probe(users)
     stop = asyncio.Event()
@@ -209,9 +226,11 @@ async def measure(
     await asyncio.sleep(0.5)  # the enriched watcher is at the end of the topic
     print(f"  latency: {rate:.0f} events/s for {seconds:.0f}s...", file=sys.stderr)
     cpu_before, cpu_began = worker.cpu_seconds(), time.monotonic()
+    lag_before = (await worker_stats())["event_loop_lag"] if worker_stats else None
     sent = await produce(bootstrap, topic, probe, rate, seconds)
     sent_s = time.monotonic()
     cpu_after = worker.cpu_seconds()
+    lag_after = (await worker_stats())["event_loop_lag"] if worker_stats else None
     cpu = (
         None
         if cpu_before is None or cpu_after is None
@@ -256,6 +275,9 @@ async def measure(
         "stalled": None if within is None else not all(within),
         # the worker's user + system CPU while the probe sent, as % of one core
         "worker_cpu_pct_of_core": cpu,
+        # how late the worker's loop woke a 20 ms sleeper while the probe sent: a
+        # commit that is due waits this long for whatever holds the loop
+        "worker_loop_lag_ms": lag_before and bucket_percentiles(lag_before, lag_after),
         "page_views_sent": expected_views,
         "page_views_in_postgres": len(probe.freshness),
         "postgres_freshness_ms": percentiles(probe.freshness),

@@ -274,7 +274,20 @@ class StatefulStage(BatchStage):
         self._last_commit = time.monotonic()
         # a checkpoint closed by a commit cut short at a stop: the next owner restores
         parts = [p for p in self.parts.values() if p.pending and not p.checkpoint.closed]
-        await asyncio.gather(*(self._commit(part) for part in parts))
+        # A partition's commit starts with the stage's largest piece of work done at
+        # once, its changelog records (`stage_commit`): one partition at a time, with
+        # the loop's turn between them, so a source commit that is due waits for one
+        # partition's, not all of them (seen as 50-100 ms of event loop lag at 10k ev/s).
+        commits: list[asyncio.Task] = []
+        try:
+            for part in parts:
+                commits.append(asyncio.create_task(self._commit(part)))
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            for commit in commits:
+                commit.cancel()
+            raise
+        await asyncio.gather(*commits)
 
     async def _commit(self, part: StatefulPartition) -> None:
         """Commit one partition; after it is visible, the local store and PostgreSQL."""

@@ -221,6 +221,7 @@ async def snapshot(worker) -> dict:
         "fenced_partitions": sorted(source.fenced),
         "fenced_user_partitions": sorted(stateful.fenced),
         "latency": stats.latency.snapshot(),
+        "event_loop_lag": stats.loop_lag.snapshot(),
         "totals": totals,
         "dead_letter_reasons": dict(sorted(stats.dead_letter_reasons.items())),
         "sources": sources,

@@ -112,6 +112,14 @@ def render(snap: dict) -> str:
             "made its enriched record, dead letter and forward visible.",
             latency,
         )
+    loop_lag = snap.get("event_loop_lag")
+    if loop_lag:
+        out.histogram(
+            "event_loop_lag_seconds",
+            "How late the worker's event loop woke a 20 ms sleeper: how long one piece "
+            "of work held the loop that both stages and their commit timers share.",
+            loop_lag,
+        )
     out.add(
         "source_stream_time_seconds",
         "gauge",

@@ -10,6 +10,7 @@ import sys
 import time
 
 from app.settings import Settings
+from bench.latency import bucket_percentiles
 from bench.profile import top_functions
 from bench.variant import VARIANTS, NoLake
 from bench.worker import process_cpu_seconds
@@ -67,3 +68,14 @@ def test_variants_are_settings_and_build_arguments():
     lake = kwargs["lake"]
     assert lake.resume(0).next_offset >= 2**62 and lake.maintain(0) == {}
     assert lake.commit({}, {}) is None
+
+
+def test_bucket_percentiles_of_what_was_counted_between_two_snapshots():
+    before = {"buckets": [[0.001, 10], [0.01, 10], [0.1, 10], ["+Inf", 10]]}
+    after = {"buckets": [[0.001, 108], [0.01, 109], [0.1, 110], ["+Inf", 110]]}
+    # 100 counted: 98 within 1 ms, 1 within 10 ms, 1 within 100 ms
+    assert bucket_percentiles(before, after) == {
+        "count": 100,
+        "p50_at_most_ms": 1.0,
+        "p99_at_most_ms": 10.0,
+    }

@@ -14,6 +14,7 @@ def snapshot(**overrides) -> dict:
         "worker": {"id": "host:6066", "app_id": "activity-pipeline", "uptime_s": 12.5},
         "totals": {"transactions_committed": 3, "transactions_aborted": 0},
         "latency": {"buckets": [[0.05, 2], [0.1, 5], ["+Inf", 6]], "sum_s": 0.4, "count": 6},
+        "event_loop_lag": {"buckets": [[0.01, 9], ["+Inf", 10]], "sum_s": 0.2, "count": 10},
         "dead_letter_reasons": {"invalid_json": 2, 'we"ird\\reason\n': 1},
         "sources": [
             {
@@ -94,6 +95,7 @@ def test_counters_and_gauges() -> None:
     assert 'end_to_end_latency_seconds_bucket{le="0.1"} 5' in text
     assert 'end_to_end_latency_seconds_bucket{le="+Inf"} 6' in text
     assert "end_to_end_latency_seconds_count 6" in text
+    assert 'event_loop_lag_seconds_bucket{le="0.01"} 9' in text
 
 
 def test_every_sink_has_the_same_series_labelled_by_name() -> None:
