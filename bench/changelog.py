@@ -20,16 +20,17 @@ from app.stateful import changelog
 
 
 def _state(users: int, rng: random.Random) -> dict[str, list]:
-    """Values shaped like the aggregator's user keys: minutes, session, pending events."""
+    """Keys shaped like the aggregator's: per user its minutes and session, and one
+    session event waiting for the watermark."""
     t = 1_800_000_000_000
-    return {
-        f"u|user_{i:06d}": [
+    state: dict[str, list] = {}
+    for i in range(users):
+        state[f"u|user_{i:06d}"] = [
             [t + 60_000 * k for k in range(rng.randint(1, 5))],
             [t, t + rng.randint(0, 900_000)],
-            [[t + rng.randint(0, 120_000), 0, rng.randint(0, 10**6), "click"]],
         ]
-        for i in range(users)
-    }
+        state[f"e|user_{i:06d}|0|{rng.randint(0, 10**6)}"] = [t + rng.randint(0, 120_000), "click"]
+    return state
 
 
 def _batch_builder() -> BatchBuilder:

@@ -48,6 +48,11 @@ class Changes:
     dropped_page_views: set[tuple[int, str]] = field(default_factory=set)
     dropped_active: set[int] = field(default_factory=set)
     dropped_users: set[str] = field(default_factory=set)
+    # session events that started or stopped waiting for the watermark: each is a key
+    # of its own in the state, so an event costs two small records, not a rewrite of
+    # its user's whole waiting list at every commit
+    pending_added: list[tuple[str, Pending]] = field(default_factory=list)
+    pending_released: list[tuple[str, Pending]] = field(default_factory=list)
     clock: bool = False
 
     def any_change(self) -> bool:
@@ -130,6 +135,7 @@ class PartitionAggregator:
             self.changes.dropped_users.discard(user_id)
         minute = tumbling_start(t_ms, MINUTE_MS)
         if minute not in user.minutes:
+            self.changes.users.add(user_id)
             for start in new_window_starts_for_minute(minute, user.minutes):
                 count = self.active.get(start)
                 if count is None:
@@ -138,9 +144,10 @@ class PartitionAggregator:
                 self.active[start] = count = count + 1
                 self.changes.active_users[start] = count
             insort(user.minutes, minute)
-        user.pending.append((t_ms, source, offset, event_type))
+        event = (t_ms, source, offset, event_type)
+        user.pending.append(event)
+        self.changes.pending_added.append((user_id, event))
         self._schedule_pending(user_id, t_ms)
-        self.changes.users.add(user_id)
         return True
 
     def _index_page(self, start: int, page_url: str) -> None:
@@ -203,7 +210,10 @@ class PartitionAggregator:
             user.pending.sort()
             cut = bisect_right(user.pending, (wm,))  # events before wm: (t, ...) < (wm,)
             ready, user.pending = user.pending[:cut], user.pending[cut:]
-            for t_ms, _, _, event_type in ready:
+            released = self.changes.pending_released
+            for event in ready:
+                released.append((user_id, event))
+                t_ms, _, _, event_type = event
                 user.session, rows = sm.apply(
                     user_id, user.session, t_ms, event_type, self.timeout_ms
                 )
@@ -284,7 +294,8 @@ class PartitionAggregator:
 
     # -- persistence ---------------------------------------------------------
     # The state format: `snapshot` names each changed key (`pv|<start>|<url>`,
-    # `au|<start>`, `u|<user>`; None deletes it), `checkpoint` is what a batch's
+    # `au|<start>`, `u|<user>`, `e|<user>|<source>|<offset>` for a session event
+    # waiting for the watermark; None deletes it), `checkpoint` is what a batch's
     # commit record holds, and `restore` reads both back.
 
     def snapshot(self, changes: Changes) -> dict[str, Any]:
@@ -304,9 +315,13 @@ class PartitionAggregator:
             user = self.users.get(user_id)
             if user is not None:
                 session = [user.session.start, user.session.last] if user.session else None
-                out[f"u|{user_id}"] = [user.minutes, session, user.pending]
+                out[f"u|{user_id}"] = [user.minutes, session]
         for user_id in changes.dropped_users:
             out[f"u|{user_id}"] = None
+        for user_id, (t_ms, source, offset, event_type) in changes.pending_added:
+            out[f"e|{user_id}|{source}|{offset}"] = [t_ms, event_type]
+        for user_id, (_, source, offset, _) in changes.pending_released:
+            out[f"e|{user_id}|{source}|{offset}"] = None  # also when added in this batch
         return out
 
     def snapshot_all(self) -> dict[str, Any]:
@@ -315,6 +330,7 @@ class PartitionAggregator:
             page_views=dict.fromkeys(self.page_views, 0),
             active_users=dict.fromkeys(self.active, 0),
             users=set(self.users),
+            pending_added=[(u, e) for u, user in self.users.items() for e in user.pending],
         )
         return self.snapshot(every)
 
@@ -342,6 +358,7 @@ class PartitionAggregator:
             self.applied = {int(k): v for k, v in checkpoint["a"].items()}
             self.late_at_merge = checkpoint.get("late", 0)
             self._last_prune = self.clock.value
+        users: dict[str, UserState] = {}
         for name, value in values.items():
             kind, _, rest = name.partition("|")
             if kind == "pv":
@@ -352,17 +369,20 @@ class PartitionAggregator:
                 self.active[int(rest)] = value
                 insort(self._au_starts, int(rest))
             elif kind == "u":
-                minutes, session, pending = value
-                self.restore_user(
-                    rest,
-                    UserState(
-                        minutes,
-                        sm.OpenSession(*session) if session else None,
-                        [tuple(p) for p in pending],
-                    ),
-                )
+                minutes, session = value
+                user = users.setdefault(rest, UserState())
+                user.minutes = minutes
+                user.session = sm.OpenSession(*session) if session else None
+            elif kind == "e":
+                user_id, source, offset = rest.rsplit("|", 2)
+                t_ms, event_type = value
+                user = users.setdefault(user_id, UserState())
+                user.pending.append((t_ms, int(source), int(offset), event_type))
             else:
                 raise ValueError(f"not a key of the aggregator's state: {name!r}")
+        for user_id, user in users.items():
+            user.pending.sort()
+            self.restore_user(user_id, user)
 
     def take_changes(self) -> Changes:
         self._drop_retired()

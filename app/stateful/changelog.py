@@ -20,13 +20,15 @@ cost about 1 µs more per changed key at commit (a tenth of a percent of a core 
 2,000 events/s), and a restore reads about ten times faster (it decodes each live
 key once, instead of a snapshot and every delta since); compaction does the rest.
 
-Record: key = the state key as UTF-8 (`u|<user>`, `pv|<start>|<url>`, `au|<start>`,
-`o|...` for the outbox, `~position`); value = one format byte, then the JSON of the
-value. A value of another format is refused with a message that names it.
+Record: key = the state key as UTF-8 (`u|<user>`, `e|<user>|<source>|<offset>` for a
+session event waiting for the watermark, `pv|<start>|<url>`, `au|<start>`, `o|...` for
+the outbox, `~position`); value = one format byte, then the JSON of the value. A value
+of another format is refused with a message that names it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -34,7 +36,7 @@ import orjson
 from app.errors import PipelineError
 from tables.windows import layout_tag
 
-FORMAT = 1
+FORMAT = 2  # 2: a session event waiting for the watermark is a key of its own
 _TAG = bytes([FORMAT])
 POSITION = "~position"
 
@@ -51,6 +53,20 @@ def store_name(partitions: int) -> str:
 
 def topic_name(app_id: str, partitions: int) -> str:
     return f"{app_id}-{store_name(partitions)}-changelog"
+
+
+def earlier_state_topics(app_id: str, topics: Iterable[str], current: str) -> list[str]:
+    """The topics among `topics` that hold this app's state in another layout: a Faust
+    table's (versions before this stage had its own changelog) or another format's."""
+    return sorted(
+        t
+        for t in topics
+        if t != current
+        and (
+            t.startswith(f"{app_id}-merge-state-")
+            or (t.startswith(f"{app_id}-stateful-v") and t.endswith("-changelog"))
+        )
+    )
 
 
 def encode(value: Any) -> bytes | None:

@@ -104,9 +104,10 @@ class StatefulStage(BatchStage):
         self._started_consumer.set()
 
     async def _warn_of_old_state(self) -> None:
-        """Earlier versions kept this state in a Faust table: say what changes."""
+        """Earlier versions kept this state in a Faust table or in a changelog of
+        another format: say what changes."""
         topics = await self.admin.list_topics()
-        old = [t for t in topics if t.startswith(f"{self.settings.app_id}-merge-state-")]
+        old = changelog.earlier_state_topics(self.settings.app_id, topics, self.changelog_topic)
         if old and self.changelog_topic not in topics:
             log.warning(
                 "stateful: %s holds the state of an earlier version; this one keeps it in "

@@ -437,3 +437,47 @@ def test_the_session_heaps_grow_with_users_and_pending_events_not_with_all_event
     sessions = d.agg.take_changes().sessions
     assert {row.status for row in sessions.values()} == {TIMED_OUT}
     assert not d.agg._expiry_due and not d.agg._pending_due
+
+
+# -- the state's keys ------------------------------------------------------------
+
+
+def test_a_waiting_session_event_is_a_key_written_once_and_deleted_once():
+    d = Driver()
+    d.add(T, "u|1", "session_start")  # the separator in a user id
+    first = d.agg.snapshot(d.agg.take_changes())
+    assert first["u|u|1"] == [[T], None]
+    assert first["e|u|1|0|0"] == [T, "session_start"]
+    d.add(T + 1_000, "u|1", "click")  # the same minute: the user's key is not rewritten
+    assert d.agg.snapshot(d.agg.take_changes()) == {"e|u|1|0|1": [T + 1_000, "click"]}
+    d.mark(T + 2 * MIN)  # both leave the wait for the session
+    released = d.agg.snapshot(d.agg.take_changes())
+    assert released["e|u|1|0|0"] is None and released["e|u|1|0|1"] is None
+    assert released["u|u|1"] == [[T], [T, T + 1_000]]
+
+
+def test_an_event_added_and_released_in_one_batch_leaves_a_tombstone_only():
+    d = Driver()
+    d.add(T, "u1")
+    d.mark(T + MIN)
+    snap = d.agg.snapshot(d.agg.take_changes())
+    assert snap["e|u1|0|0"] is None
+
+
+def test_a_restore_rebuilds_each_user_with_its_waiting_events():
+    d = Driver(sources=2)
+    for i, user in enumerate(("u1", "u2", "u1")):
+        d.add(T + i * 1_000, user, source=i % 2)
+    d.mark(T, source=0)
+    d.mark(T, source=1)
+    d.add(T + 30_000, "u1", source=1)
+    restored = PartitionAggregator(TIMEOUT, sources=2)
+    restored.restore(d.agg.checkpoint(10), d.agg.snapshot_all(), 0.0)
+    assert restored.users == d.agg.users
+    assert sum(len(user.pending) for user in restored.users.values()) == 4
+    # and they are released as the original's are
+    for agg in (d.agg, restored):
+        agg.mark(0, T + 5 * MIN, False, 2, 0.0)
+        agg.mark(1, T + 5 * MIN, False, 2, 0.0)
+    assert restored.take_changes().sessions == d.agg.take_changes().sessions
+    assert restored.users == d.agg.users

@@ -215,7 +215,7 @@ async def test_local_state_ahead_of_its_changelog_is_rebuilt(tmp_path):
     # the local store claims more than the changelog holds (another cluster's state)
     path = tmp_path / "a" / changelog.store_name(2) / "p0"
     local = LocalState(path)
-    local.write([(b"u|ghost", changelog.encode([[0], None, []]))], 10**9, 10**9)
+    local.write([(b"u|ghost", changelog.encode([[0], None]))], 10**9, 10**9)
     local.close()
     b = await driver.worker("a")
     await driver.assign(b, {0, 1})
