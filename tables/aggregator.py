@@ -50,8 +50,9 @@ class Changes:
     dropped_users: set[str] = field(default_factory=set)
     # session events that started or stopped waiting for the watermark: each is a key
     # of its own in the state, so an event costs two small records, not a rewrite of
-    # its user's whole waiting list at every commit
-    pending_added: list[tuple[str, Pending]] = field(default_factory=list)
+    # its user's whole waiting list at every commit; one released in the batch that
+    # added it (a catch-up's usual case) leaves `pending_added` and costs none
+    pending_added: dict[tuple[str, Pending], None] = field(default_factory=dict)
     pending_released: list[tuple[str, Pending]] = field(default_factory=list)
     clock: bool = False
 
@@ -146,7 +147,7 @@ class PartitionAggregator:
             insort(user.minutes, minute)
         event = (t_ms, source, offset, event_type)
         user.pending.append(event)
-        self.changes.pending_added.append((user_id, event))
+        self.changes.pending_added[(user_id, event)] = None
         self._schedule_pending(user_id, t_ms)
         return True
 
@@ -210,9 +211,10 @@ class PartitionAggregator:
             user.pending.sort()
             cut = bisect_right(user.pending, (wm,))  # events before wm: (t, ...) < (wm,)
             ready, user.pending = user.pending[:cut], user.pending[cut:]
-            released = self.changes.pending_released
+            added, released = self.changes.pending_added, self.changes.pending_released
             for event in ready:
-                released.append((user_id, event))
+                if added.pop((user_id, event), True):  # written by an earlier commit
+                    released.append((user_id, event))
                 t_ms, _, _, event_type = event
                 user.session, rows = sm.apply(
                     user_id, user.session, t_ms, event_type, self.timeout_ms
@@ -321,7 +323,7 @@ class PartitionAggregator:
         for user_id, (t_ms, source, offset, event_type) in changes.pending_added:
             out[f"e|{user_id}|{source}|{offset}"] = [t_ms, event_type]
         for user_id, (_, source, offset, _) in changes.pending_released:
-            out[f"e|{user_id}|{source}|{offset}"] = None  # also when added in this batch
+            out[f"e|{user_id}|{source}|{offset}"] = None
         return out
 
     def snapshot_all(self) -> dict[str, Any]:
@@ -330,7 +332,9 @@ class PartitionAggregator:
             page_views=dict.fromkeys(self.page_views, 0),
             active_users=dict.fromkeys(self.active, 0),
             users=set(self.users),
-            pending_added=[(u, e) for u, user in self.users.items() for e in user.pending],
+            pending_added=dict.fromkeys(
+                (u, e) for u, user in self.users.items() for e in user.pending
+            ),
         )
         return self.snapshot(every)
 

@@ -456,12 +456,17 @@ def test_a_waiting_session_event_is_a_key_written_once_and_deleted_once():
     assert released["u|u|1"] == [[T], [T, T + 1_000]]
 
 
-def test_an_event_added_and_released_in_one_batch_leaves_a_tombstone_only():
+def test_an_event_added_and_released_in_one_batch_writes_no_key_of_its_own():
     d = Driver()
-    d.add(T, "u1")
+    d.add(T, "u1", "session_start")
+    d.add(T + 1_000, "u1")
     d.mark(T + MIN)
+    d.add(T + MIN + 1_000, "u1")  # still waiting
     snap = d.agg.snapshot(d.agg.take_changes())
-    assert snap["e|u1|0|0"] is None
+    assert {k: v for k, v in snap.items() if k.startswith("e|")} == {
+        "e|u1|0|2": [T + MIN + 1_000, "page_view"]
+    }
+    assert snap["u|u1"] == [[T, T + MIN], [T, T + 1_000]]
 
 
 def test_a_restore_rebuilds_each_user_with_its_waiting_events():
