@@ -30,6 +30,7 @@ import asyncpg
 from bench import changelog as changelog_bench
 from bench import kafka, latency, mechanisms, report
 from bench import lake as lake_bench
+from bench import soak as soak_figures
 from bench.profile import Profiler, top_functions
 from bench.variant import VARIANTS
 from bench.worker import Worker
@@ -400,14 +401,12 @@ class Bench:
             values = [s[key] for s in samples]
             return {"first": values[0], "last": values[-1], "max": max(values)}
 
-        after_5 = [s["rss_mb"] for s in samples if s["t_s"] >= 300]
         return {
             "minutes": args.soak_minutes,
             "variant": args.soak_variant,
             "rate_events_per_s": rate,
-            "rss_growth_after_minute_5": (
-                round(after_5[-1] / after_5[0] - 1, 4) if len(after_5) > 1 else None
-            ),
+            "rss_growth_after_minute_5": soak_figures.rss_growth(samples),
+            "rss_mb_median_per_5_min": soak_figures.rss_medians(samples),
             "sent": sent,
             "sample_every_s": SOAK_SAMPLE_S,
             "rss_mb": spread("rss_mb"),

@@ -299,11 +299,21 @@ def markdown(r: dict) -> str:
         rows.append(
             (f"soak ({run}): RSS first / last / max", _spread(soak["rss_mb"], " MB"), "-", "-")
         )
+        medians = soak.get("rss_mb_median_per_5_min")
+        if medians:
+            rows.append(
+                (
+                    "soak: RSS median of each 5 minutes",
+                    " / ".join(f"{m:,.0f}" for m in medians) + " MB",
+                    "-",
+                    "-",
+                )
+            )
         growth = soak.get("rss_growth_after_minute_5")
         if growth is not None:
             rows.append(
                 (
-                    "soak: RSS growth from minute 5 to the end",
+                    "soak: RSS growth from minute 5 (medians of minutes 5-10 and the last 5)",
                     f"{growth * 100:+.1f}%",
                     f"<= {TARGETS['soak_rss_growth'] * 100:g}%",
                     _met(growth <= TARGETS["soak_rss_growth"]),

@@ -131,6 +131,7 @@ def test_soak_and_profile_are_printed_when_present():
         "rate_events_per_s": 5_000,
         "rss_mb": {"first": 200.0, "last": 210.0, "max": 215.0},
         "rss_growth_after_minute_5": 0.125,
+        "rss_mb_median_per_5_min": [190.0, 200.0, 225.0],
         "source_lag": {"first": 400, "last": 380, "max": 900},
         "merge_lag": {"first": 10, "last": 12, "max": 50},
     }
@@ -144,6 +145,7 @@ def test_soak_and_profile_are_printed_when_present():
     assert row(table, "soak (5,000 ev/s for 30 min): RSS")[1] == "200 / 210 / 215 MB"
     assert row(table, "soak: source stage lag")[1] == "400 / 380 / 900 records"
     assert row(table, "soak: RSS growth from minute 5")[1:] == ["+12.5%", "<= 10%", "no"]
+    assert row(table, "soak: RSS median of each 5 minutes")[1] == "190 / 200 / 225 MB"
     assert "| add (app/sinks/lake/rows.py) | 15.0% |" in table
     assert "2,000 samples" in table
 
