@@ -14,9 +14,10 @@ import random
 import time
 import weakref
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import CoordinatorLoadInProgressError, KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import OffsetAndMetadata
 
 from app.settings import Settings, kafka_client_options
 
@@ -180,3 +181,24 @@ async def partition_count(admin, topic: str) -> int:
             return len(partitions)
         await asyncio.sleep(0.1)
     raise KafkaError(f"topic {topic} has no partitions in the cluster metadata")
+
+
+async def committed_offsets(
+    admin, group_id: str, tps: list[TopicPartition]
+) -> dict[TopicPartition, OffsetAndMetadata | None]:
+    """The group's committed offset of each of `tps` (None: never committed).
+
+    aiokafka 0.14 drops an OffsetFetch response's group-level error: a coordinator still
+    loading its partition after a broker restart answers with one and no partitions,
+    and `list_consumer_group_offsets` returns {}. Read as "never committed", that once
+    made a reopened partition start again from its beginning and write what it had
+    committed a second time. A successful answer names every partition asked for (-1
+    where there is no offset), so one that leaves any out is raised here as the
+    retriable error it was."""
+    got = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+    missing = [tp for tp in tps if tp not in got]
+    if missing:
+        raise CoordinatorLoadInProgressError(
+            f"the coordinator of group {group_id} answered without {missing} (still loading?)"
+        )
+    return {tp: got[tp] if got[tp].offset >= 0 else None for tp in tps}

@@ -25,7 +25,7 @@ from app import failpoints
 from app.commit.checkpoint import PartitionCheckpoint
 from app.commit.stage import BatchStage
 from app.errors import CommitFailed, Fenced
-from app.kafka_clients import KafkaClients, create_topics, partition_count
+from app.kafka_clients import KafkaClients, committed_offsets, create_topics, partition_count
 from app.settings import Settings
 from app.source.lake_flusher import LakeFlusher
 from app.source.marks import Marks, clock_metadata, stream_time_of
@@ -147,14 +147,12 @@ class SourceStage(BatchStage):
             )
         # only now, with every previous owner fenced, is the committed offset final
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        committed = await self.retry(
-            lambda: self.admin.list_consumer_group_offsets(self.group_id, partitions=tps)
-        )
+        committed = await self.retry(lambda: committed_offsets(self.admin, self.group_id, tps))
         beginning = await self.retry(lambda: self.consumer.beginning_offsets(tps))
         lake_positions = await self.lake.positions(partitions)
         for tp in tps:
-            mark = committed.get(tp)
-            if mark is not None and mark.offset >= 0:
+            mark = committed[tp]
+            if mark is not None:
                 kafka = (mark.offset, stream_time_of(mark.metadata))
             else:
                 kafka = (beginning[tp], NO_TIME)

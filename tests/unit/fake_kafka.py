@@ -442,7 +442,11 @@ class FakeAdmin:
         ]
 
     async def list_consumer_group_offsets(self, group_id: str, partitions=None):
+        """As aiokafka 0.14: partitions asked for and never committed come back as -1;
+        a group-level error (fault "offsets-loading") comes back as no partitions."""
         offsets = self.kafka.groups[group_id]
+        if self.kafka._fault("offsets-loading"):
+            return {}
         if partitions is None:
             return dict(offsets)
-        return {tp: offsets[tp] for tp in partitions if tp in offsets}
+        return {tp: offsets.get(tp, OffsetAndMetadata(-1, "")) for tp in partitions}
