@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from operator import attrgetter, methodcaller
 from typing import TYPE_CHECKING
@@ -47,6 +48,9 @@ BUFFERED = (
 )
 # LakeRows keeps STRIDE items per row in one flat list: offset, Event, processing ms, late
 STRIDE = 4
+# rows converted to Arrow at a time, and the pause after each (see to_arrow)
+CHUNK_ROWS = 4_096
+CHUNK_PAUSE_S = 0.0005
 _KNOWN = frozenset({"event_time", "user_id", "event_type", "page_url", "event_id"})
 _EVENT_TIME, _USER_ID, _EVENT_TYPE, _PAGE_URL, _FIELDS = map(
     attrgetter, ("event_time", "user_id", "event_type", "page_url", "fields")
@@ -96,15 +100,23 @@ def _timestamps(ms: list[int]) -> pa.Array:
 
 
 def to_arrow(batches: Mapping[int, PartitionRows]) -> pa.Table:
-    """All buffered rows of `batches` as one table in SCHEMA (runs in the commit thread)."""
-    flat: list = []
-    partitions: list[pa.Array] = []
-    for partition, rows in batches.items():
-        flat += rows.flat
-        partitions.append(pa.repeat(pa.scalar(partition, pa.int32()), len(rows)))
+    """All buffered rows of `batches` as one table in SCHEMA (runs in the commit thread).
+
+    Converted CHUNK_ROWS at a time with a pause between chunks: pyarrow holds the GIL
+    through each conversion from Python objects, and a flush converted whole (50,000
+    rows, about 170 ms) held the event loop's thread back long enough to show in the
+    live p99 latency (docs/performance.md, 2026-12-06 morning)."""
+    chunks = [
+        _chunk(partition, rows.flat[i : i + CHUNK_ROWS * STRIDE])
+        for partition, rows in batches.items()
+        for i in range(0, len(rows.flat), CHUNK_ROWS * STRIDE)
+    ]
+    return pa.Table.from_batches(chunks, schema=SCHEMA)
+
+
+def _chunk(partition: int, flat: list) -> pa.RecordBatch:
     columns = derive_columns(flat)
     event_ms = pa.array(columns["event_time"], pa.int64())
-    days = pc.divide(event_ms, DAY_MS).cast(pa.int32()).cast(pa.date32())
     arrays = {
         "event_time": event_ms.cast(pa.timestamp("ms", tz="UTC")).cast(TIMESTAMP),
         "user_id": pa.array(columns["user_id"], pa.string()),
@@ -112,10 +124,12 @@ def to_arrow(batches: Mapping[int, PartitionRows]) -> pa.Table:
         "page_url": pa.array(columns["page_url"], pa.string()),
         "event_id": pa.array(columns["event_id"], pa.string()),
         "extra": pa.array(columns["extra"], pa.string()),
-        "kafka_partition": pa.concat_arrays(partitions) if partitions else pa.array([], pa.int32()),
+        "kafka_partition": pa.repeat(pa.scalar(partition, pa.int32()), len(flat) // STRIDE),
         "kafka_offset": pa.array(columns["kafka_offset"], pa.int64()),
         "processing_time": _timestamps(columns["processing_time"]),
         "late": pa.array(columns["late"], pa.bool_()),
-        PARTITION_COLUMN: days,
+        PARTITION_COLUMN: pc.divide(event_ms, DAY_MS).cast(pa.int32()).cast(pa.date32()),
     }
-    return pa.table([arrays[f.name] for f in SCHEMA], schema=SCHEMA)
+    batch = pa.record_batch([arrays[f.name] for f in SCHEMA], schema=SCHEMA)
+    time.sleep(CHUNK_PAUSE_S)  # the GIL goes to the event loop if it waits for it
+    return batch

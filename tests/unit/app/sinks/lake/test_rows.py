@@ -6,7 +6,7 @@ from datetime import date
 
 import pyarrow as pa
 
-from app.sinks.lake import LakeRows
+from app.sinks.lake import LakeRows, schema
 from app.sinks.lake.schema import SCHEMA, to_arrow
 from tests.unit.app.sinks.lake.support import DAY, T0, event
 
@@ -39,3 +39,20 @@ def test_rows_become_utc_columns_with_their_date():
     assert table["event_time"].cast(pa.int64()).to_pylist() == [(T0 - 1) * 1000, (T0 + DAY) * 1000]
     assert table["kafka_partition"].to_pylist() == [1, 1]
     assert str(table.schema.field("event_time").type) == "timestamp[us, tz=UTC]"
+
+
+def test_rows_are_converted_in_chunks_and_come_out_in_order(monkeypatch):
+    monkeypatch.setattr(schema, "CHUNK_ROWS", 2)
+    rows = LakeRows()
+    for offset in range(5):
+        fields = {"event_id": 7} if offset == 3 else {"campaign": "x"} if offset == 4 else {}
+        rows.add(1, offset, event(T0 + offset, **fields), T0, False)
+    for offset in range(3):
+        rows.add(2, offset, event(T0), T0, True)
+    table = to_arrow(rows.take())
+    assert table.schema == SCHEMA and table.num_rows == 8
+    assert table["kafka_partition"].to_pylist() == [1] * 5 + [2] * 3
+    assert table["kafka_offset"].to_pylist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert table["event_id"].to_pylist()[3] == "7"
+    assert table["extra"].to_pylist()[4] == '{"campaign":"x"}'
+    assert table["late"].to_pylist() == [False] * 5 + [True] * 3
