@@ -321,9 +321,9 @@ class PartitionAggregator:
         for user_id in changes.dropped_users:
             out[f"u|{user_id}"] = None
         for user_id, (t_ms, source, offset, event_type) in changes.pending_added:
-            out[f"e|{user_id}|{source}|{offset}"] = [t_ms, event_type]
+            out[_pending_key(user_id, source, offset)] = [t_ms, event_type]
         for user_id, (_, source, offset, _) in changes.pending_released:
-            out[f"e|{user_id}|{source}|{offset}"] = None
+            out[_pending_key(user_id, source, offset)] = None
         return out
 
     def snapshot_all(self) -> dict[str, Any]:
@@ -377,7 +377,7 @@ class PartitionAggregator:
                 user = users.setdefault(rest, UserState())
                 user.minutes = minutes
                 user.session = sm.OpenSession(*session) if session else None
-            elif kind == "e":
+            elif kind == "e":  # see _pending_key
                 user_id, source, offset = rest.rsplit("|", 2)
                 t_ms, event_type = value
                 user = users.setdefault(user_id, UserState())
@@ -395,8 +395,8 @@ class PartitionAggregator:
 
     def restore_user(self, user_id: str, state: UserState) -> None:
         self.users[user_id] = state
-        if state.pending:
-            self._schedule_pending(user_id, min(state.pending)[0])
+        if state.pending:  # sorted by restore
+            self._schedule_pending(user_id, state.pending[0][0])
         if state.session is not None:
             self._schedule_expiry(user_id, state.session.last + self.timeout_ms)
 
@@ -409,3 +409,9 @@ class PartitionAggregator:
                 row = sm.SessionRow(user_id, user.session.start, None, sm.ACTIVE)
                 rows.sessions[(user_id, row.start)] = row
         return rows
+
+
+def _pending_key(user_id: str, source: int, offset: int) -> str:
+    """A session event waiting for the watermark: its user, source partition and offset
+    (a user id may hold `|`: `restore` splits from the right)."""
+    return f"e|{user_id}|{source}|{offset}"
