@@ -48,7 +48,7 @@ BUFFERED = (
 )
 # LakeRows keeps STRIDE items per row in one flat list: offset, Event, processing ms, late
 STRIDE = 4
-# rows converted to Arrow at a time, and the pause after each (see to_arrow)
+# rows converted to Arrow at a time, and the pause between two (see to_arrow)
 CHUNK_ROWS = 4_096
 CHUNK_PAUSE_S = 0.0005
 _KNOWN = frozenset({"event_time", "user_id", "event_type", "page_url", "event_id"})
@@ -106,11 +106,12 @@ def to_arrow(batches: Mapping[int, PartitionRows]) -> pa.Table:
     through each conversion from Python objects, and a flush converted whole (50,000
     rows, about 170 ms) held the event loop's thread back long enough to show in the
     live p99 latency (docs/performance.md, 2026-12-06 morning)."""
-    chunks = [
-        _chunk(partition, rows.flat[i : i + CHUNK_ROWS * STRIDE])
-        for partition, rows in batches.items()
-        for i in range(0, len(rows.flat), CHUNK_ROWS * STRIDE)
-    ]
+    chunks: list[pa.RecordBatch] = []
+    for partition, rows in batches.items():
+        for i in range(0, len(rows.flat), CHUNK_ROWS * STRIDE):
+            if chunks:
+                time.sleep(CHUNK_PAUSE_S)  # the GIL goes to the event loop if it waits
+            chunks.append(_chunk(partition, rows.flat[i : i + CHUNK_ROWS * STRIDE]))
     return pa.Table.from_batches(chunks, schema=SCHEMA)
 
 
@@ -130,6 +131,4 @@ def _chunk(partition: int, flat: list) -> pa.RecordBatch:
         "late": pa.array(columns["late"], pa.bool_()),
         PARTITION_COLUMN: pc.divide(event_ms, DAY_MS).cast(pa.int32()).cast(pa.date32()),
     }
-    batch = pa.record_batch([arrays[f.name] for f in SCHEMA], schema=SCHEMA)
-    time.sleep(CHUNK_PAUSE_S)  # the GIL goes to the event loop if it waits for it
-    return batch
+    return pa.record_batch([arrays[f.name] for f in SCHEMA], schema=SCHEMA)
