@@ -37,7 +37,7 @@ class LakeFlusher:
         self.outages = outages or Outages()
         self.health = SinkHealth(str(settings.lake_dir))
         self.rows = LakeRows()
-        # rows hold their parsed events until the commit: bounded to keep memory flat
+        # rows wait as Arrow columns until their commit: bounded to keep memory flat
         self.max_buffered = 2 * settings.lake_flush_rows
         self._task: asyncio.Task | None = None
         self._last_flush = time.monotonic()

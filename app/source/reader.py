@@ -144,6 +144,7 @@ class BatchReader:
             bucket.append(
                 (partition, offset, event.event_time, user_id, event.event_type, event.page_url)
             )
+        self.lake_rows.seal(partition)  # to Arrow once there are enough open rows
         reader.next_offset = next_offset
         # what this pass handed to each sink (the open transaction, the lake buffer)
         reader.kafka_from = max(kafka_from, next_offset)

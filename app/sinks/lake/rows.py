@@ -2,68 +2,100 @@
 
 `LakeRows.add` runs once per event on the worker's hot path, so it only appends the
 raw pieces (offset, the Event, the processing time, the late flag) to one flat list
-per source partition: no per-event tuple or dict (a surviving container per event
-would also cost the garbage collector). Everything derived (the event_id text, the
-`extra` JSON, the timestamps, kafka_partition, event_date) is computed in bulk by
-`schema.to_arrow` when the commit thread takes the rows.
+per source partition: no per-event tuple or dict. After each read batch the reader
+calls `seal`, which turns a partition's open rows into one Arrow record batch in
+SCHEMA (`schema.to_record_batch`) once there are SEAL_ROWS of them: a buffered row is
+then about 160 bytes of Arrow columns instead of about 770 bytes of Python objects
+kept alive (the Event, its dict, its strings), up to 2 x LAKE_FLUSH_ROWS rows, and the
+commit thread has no conversion left to do while holding the GIL
+(docs/performance.md, 2026-12-06 morning and afternoon).
 """
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from app.events import Event
-from app.sinks.lake.schema import STRIDE, derive_columns
+from app.sinks.lake.schema import SCHEMA, STRIDE, to_record_batch
+
+# open rows converted at once: a few ms of the event loop's time each
+SEAL_ROWS = 1_024
 
 
 class PartitionRows:
-    """One source partition's buffered rows: offsets first_offset..last_offset (with gaps
-    where the topic has none). `flat` holds STRIDE items per row: offset, Event,
-    processing time (epoch ms), late."""
+    """One source partition's rows taken for a commit: offsets first_offset..last_offset
+    (with gaps where the topic has none), as record batches in SCHEMA."""
 
-    __slots__ = ("first_offset", "flat", "last_offset", "partition")
+    __slots__ = ("batches", "first_offset", "last_offset", "partition", "rows")
 
-    def __init__(self, partition: int, flat: list) -> None:
+    def __init__(self, partition: int) -> None:
         self.partition = partition
-        self.flat = flat
-        self.first_offset = flat[0]
+        self.batches: list[pa.RecordBatch] = []
+        self.first_offset = -1
+        self.last_offset = -1
+        self.rows = 0
+
+    def append(self, flat: list) -> None:
+        """Convert open rows (STRIDE items each) and add them after the ones held."""
+        if not self.batches:
+            self.first_offset = flat[0]
         self.last_offset = flat[-STRIDE]
+        self.rows += len(flat) // STRIDE
+        self.batches.append(to_record_batch(self.partition, flat))
 
     def __len__(self) -> int:
-        return len(self.flat) // STRIDE
+        return self.rows
 
     @property
     def columns(self) -> dict[str, list]:
-        """The buffered columns (BUFFERED) as Python lists (derived on each call)."""
-        return derive_columns(self.flat)
+        """Every column as a Python list (for inspection; the commit uses `batches`)."""
+        return pa.Table.from_batches(self.batches, schema=SCHEMA).to_pydict()
 
     def __repr__(self) -> str:
         return (
             f"PartitionRows(partition={self.partition}, offsets {self.first_offset}.."
-            f"{self.last_offset}, {len(self)} rows)"
+            f"{self.last_offset}, {self.rows} rows)"
         )
 
 
 class LakeRows:
-    __slots__ = ("_partitions",)
+    __slots__ = ("_open", "_sealed")
 
     def __init__(self) -> None:
-        self._partitions: dict[int, list] = {}
+        self._open: dict[int, list] = {}  # rows not converted yet, STRIDE items each
+        self._sealed: dict[int, PartitionRows] = {}
 
     def add(
         self, partition: int, offset: int, event: Event, processing_ms: int, late: bool
     ) -> None:
-        # the Event is kept by reference until the commit: the caller must not change it
+        # the Event is kept by reference until sealed: the caller must not change it
         try:
-            self._partitions[partition].extend((offset, event, processing_ms, late))
+            self._open[partition].extend((offset, event, processing_ms, late))
         except KeyError:
-            self._partitions[partition] = [offset, event, processing_ms, late]
+            self._open[partition] = [offset, event, processing_ms, late]
+
+    def seal(self, partition: int, min_rows: int = SEAL_ROWS) -> None:
+        """Convert the partition's open rows to Arrow if there are `min_rows` or more."""
+        flat = self._open.get(partition)
+        if flat is None or len(flat) < min_rows * STRIDE:
+            return
+        del self._open[partition]
+        sealed = self._sealed.get(partition)
+        if sealed is None:
+            sealed = self._sealed[partition] = PartitionRows(partition)
+        sealed.append(flat)
 
     def rows(self) -> int:
-        return sum(len(flat) for flat in self._partitions.values()) // STRIDE
+        open_rows = sum(len(flat) for flat in self._open.values()) // STRIDE
+        return open_rows + sum(sealed.rows for sealed in self._sealed.values())
 
     def take(self) -> dict[int, PartitionRows]:
-        taken, self._partitions = self._partitions, {}
-        return {p: PartitionRows(p, flat) for p, flat in taken.items()}
+        for partition in list(self._open):
+            self.seal(partition, min_rows=1)
+        taken, self._sealed = self._sealed, {}
+        return taken
 
     def drop(self, partitions: set[int]) -> None:
         for partition in partitions:
-            self._partitions.pop(partition, None)
+            self._open.pop(partition, None)
+            self._sealed.pop(partition, None)

@@ -1,8 +1,7 @@
-"""The lake's columns, and buffered rows turned into one Arrow table."""
+"""The lake's columns: buffered rows as Arrow record batches, and those as one table."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from operator import attrgetter, methodcaller
 from typing import TYPE_CHECKING
@@ -48,9 +47,6 @@ BUFFERED = (
 )
 # LakeRows keeps STRIDE items per row in one flat list: offset, Event, processing ms, late
 STRIDE = 4
-# rows converted to Arrow at a time, and the pause between two (see to_arrow)
-CHUNK_ROWS = 4_096
-CHUNK_PAUSE_S = 0.0005
 _KNOWN = frozenset({"event_time", "user_id", "event_type", "page_url", "event_id"})
 _EVENT_TIME, _USER_ID, _EVENT_TYPE, _PAGE_URL, _FIELDS = map(
     attrgetter, ("event_time", "user_id", "event_type", "page_url", "fields")
@@ -100,22 +96,14 @@ def _timestamps(ms: list[int]) -> pa.Array:
 
 
 def to_arrow(batches: Mapping[int, PartitionRows]) -> pa.Table:
-    """All buffered rows of `batches` as one table in SCHEMA (runs in the commit thread).
-
-    Converted CHUNK_ROWS at a time with a pause between chunks: pyarrow holds the GIL
-    through each conversion from Python objects, and a flush converted whole (50,000
-    rows, about 170 ms) held the event loop's thread back long enough to show in the
-    live p99 latency (docs/performance.md, 2026-12-06 morning)."""
-    chunks: list[pa.RecordBatch] = []
-    for partition, rows in batches.items():
-        for i in range(0, len(rows.flat), CHUNK_ROWS * STRIDE):
-            if chunks:
-                time.sleep(CHUNK_PAUSE_S)  # the GIL goes to the event loop if it waits
-            chunks.append(_chunk(partition, rows.flat[i : i + CHUNK_ROWS * STRIDE]))
-    return pa.Table.from_batches(chunks, schema=SCHEMA)
+    """All rows of `batches` as one table in SCHEMA (their record batches, not copied)."""
+    return pa.Table.from_batches(
+        [batch for rows in batches.values() for batch in rows.batches], schema=SCHEMA
+    )
 
 
-def _chunk(partition: int, flat: list) -> pa.RecordBatch:
+def to_record_batch(partition: int, flat: list) -> pa.RecordBatch:
+    """LakeRows' flat rows of one source partition (see STRIDE) in SCHEMA."""
     columns = derive_columns(flat)
     event_ms = pa.array(columns["event_time"], pa.int64())
     arrays = {

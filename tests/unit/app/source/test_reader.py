@@ -8,6 +8,7 @@ from typing import NamedTuple
 import orjson
 
 from app.sinks.lake import LakeRows
+from app.sinks.lake.rows import SEAL_ROWS
 from app.source.partitioner import KeyPartitioner
 from app.source.reader import BatchReader, PartitionReader
 from tables.watermark import NO_TIME, SourceClock
@@ -129,3 +130,12 @@ def test_enriched_values_waiting_for_their_send_hold_their_length_not_a_json_buf
         tracemalloc.stop()
     assert count == 2_000
     assert held < 2 * length, f"{held:,} bytes traced for {length:,} bytes of enriched values"
+
+
+def test_a_read_batch_of_seal_rows_or_more_goes_to_the_lake_as_arrow_at_once():
+    read, rows = batch_reader()
+    r = reader()
+    records = [Record(o, event(T)) for o in range(SEAL_ROWS)]
+    read.read(r, records, now_ms=T)
+    read.read(r, [Record(SEAL_ROWS, event(T))], now_ms=T)  # too few: left open
+    assert [b.num_rows for b in rows.take()[2].batches] == [SEAL_ROWS, 1]
