@@ -33,13 +33,14 @@ from bench import lake as lake_bench
 from bench import soak as soak_figures
 from bench.profile import Profiler, top_functions
 from bench.variant import VARIANTS
-from bench.worker import Worker
+from bench.worker import Worker, WorkerGroup
 from devstack import stack
 
 DEFAULT_SECTIONS = (
     "ceiling",
     "pipeline",
     "recovery",
+    "scaleout",
     "memory",
     "latency",
     "latency10k",
@@ -124,7 +125,13 @@ class Bench:
             return await response.json()
 
     async def catch_up(
-        self, worker: Worker, topic: str, loaded: dict, db: str, label: str, on_first=None
+        self,
+        worker: Worker | WorkerGroup,
+        topic: str,
+        loaded: dict,
+        db: str,
+        label: str,
+        on_first=None,
     ) -> dict:
         """Run until PostgreSQL holds the whole backlog: its page views add up to the
         backlog's on-time page views (counted by the preload, without the pipeline's
@@ -245,6 +252,34 @@ class Bench:
                 for p in profiler:
                     p.stop()
                 worker.stop()
+        return out
+
+    async def scaleout(self, topic: str, loaded: dict, count: int) -> dict:
+        """The backlog caught up by `count` workers of one app started together on this
+        machine: what more processes add to the one-worker catch-up."""
+        async with self.database("scaleout") as db:
+            app_id = f"bench-{self.run_id}-scaleout"
+            lake = str(self.work / "scaleout-lake")
+            workers = WorkerGroup(
+                [
+                    self.worker(
+                        f"scaleout-{i}", topic, db, APP_ID=app_id, LAKE_DIR=lake, LAKE_FLUSH="2s"
+                    )
+                    for i in range(count)
+                ]
+            ).start()
+            try:
+                say(f"scaleout: {count} workers of one app catching up the backlog...")
+                cpu_before, cpu_began = workers.cpu_seconds(), time.monotonic()
+                out = await self.catch_up(workers, topic, loaded, db, "scaleout")
+                cpu_after = workers.cpu_seconds()
+                if cpu_before is not None and cpu_after is not None:
+                    out["workers_cpu_pct_of_core"] = round(
+                        (cpu_after - cpu_before) / (time.monotonic() - cpu_began) * 100, 1
+                    )
+                out["workers"] = count
+            finally:
+                workers.stop()
         return out
 
     def out_path(self, suffix: str) -> Path:
@@ -488,10 +523,14 @@ class Bench:
             "settings": {k: v for k, v in vars(args).items() if k != "out"},
         }
         if True:
-            if sections & {"ceiling", "pipeline", "recovery"}:
+            if sections & {"ceiling", "pipeline", "recovery", "scaleout"}:
                 topic, result["backlog"] = await self.backlog("backlog", args.events, args.users)
                 if "ceiling" in sections:
                     result["ceiling"] = await self.ceiling(topic, args.events)
+                if "scaleout" in sections:  # before recovery adds events to the backlog
+                    result["scaleout"] = await self.scaleout(
+                        topic, result["backlog"], args.scaleout_workers
+                    )
                 if sections & {"pipeline", "recovery"}:
                     result.update(
                         await self.pipeline_and_recovery(
@@ -537,6 +576,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--users", type=int, default=10_000, help="distinct users in the backlog")
     p.add_argument("--recovery-events", type=int, default=20_000, help="added after SIGKILL")
+    p.add_argument(
+        "--scaleout-workers", type=int, default=2, help="workers of the scaleout section"
+    )
     p.add_argument("--memory-users", type=int, default=100_000)
     p.add_argument("--memory-events", type=int, default=300_000)
     p.add_argument("--latency-rate", type=float, default=2_000, help="events/s")

@@ -162,6 +162,34 @@ def _lake_rows(lake: dict, mech: dict | None) -> list[tuple[str, str, str, str]]
     return rows
 
 
+def _scaleout_rows(scale: dict | None, pipe: dict, ceiling) -> list[tuple[str, str, str, str]]:
+    if not scale:
+        return []
+    rate = scale["events_per_s"]
+    rows = [
+        (
+            f"catch-up with {scale['workers']} workers of one app on this machine",
+            _fmt(rate, " ev/s"),
+            "-",
+            "-",
+        )
+    ]
+    if pipe:
+        rows.append(("  vs one worker", f"{rate / pipe['events_per_s']:.2f}x", "-", "-"))
+    if ceiling:
+        rows.append(("  / ceiling", f"{rate / ceiling:.4f}", "-", "-"))
+    if scale.get("workers_cpu_pct_of_core") is not None:
+        rows.append(
+            (
+                "  the workers' CPU, together",
+                f"{scale['workers_cpu_pct_of_core']:.0f}% of one core",
+                "-",
+                "-",
+            )
+        )
+    return rows
+
+
 def _spread(d: dict, unit: str) -> str:
     return f"{_fmt(d['first'])} / {_fmt(d['last'])} / {_fmt(d['max'])}{unit}"
 
@@ -213,6 +241,7 @@ def markdown(r: dict) -> str:
                     "-",
                 )
             )
+    rows += _scaleout_rows(r.get("scaleout"), pipe, ceiling)
     if "ratio_pipeline_to_ceiling" in r:
         ratio = r["ratio_pipeline_to_ceiling"]
         rows.append(
@@ -379,6 +408,10 @@ def chart(r: dict, path: Path) -> Path | None:
         bars.append(("raw consume\nceiling", r["ceiling"]["events_per_s_median"]))
     if "pipeline" in r:
         bars.append(("catch-up to\nPostgreSQL", r["pipeline"]["events_per_s"]))
+    if "scaleout" in r:
+        bars.append(
+            (f"catch-up,\n{r['scaleout']['workers']} workers", r["scaleout"]["events_per_s"])
+        )
     for name, v in r.get("mechanisms", {}).get("variants", {}).items():
         bars.append(("variant:\n" + name.replace("-", "\n"), v["events_per_s"]))
     lat, lat10k = r.get("latency"), r.get("latency10k")
@@ -400,7 +433,7 @@ def chart(r: dict, path: Path) -> Path | None:
         ax.set_ylabel("events/s (log scale)")
         for i, v in enumerate(values):
             ax.annotate(f"{v:,.0f}", (i, v), ha="center", va="bottom", fontsize=7)
-    ax.set_title("Throughput, one worker")
+    ax.set_title("Throughput")
     ax = axes[1]
     series: list[tuple[str, list[float], str]] = []
     points = ["p50", "p95", "p99"]

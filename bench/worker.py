@@ -201,3 +201,43 @@ class Worker:
                 return {"first_at": first_at, "first_count": first_count, "done_at": now}
             if now > deadline:
                 raise TimeoutError(f"{label}: {count}/{total} committed after {timeout_s}s")
+
+
+class WorkerGroup:
+    """Workers of one app (one consumer group per stage, one lake) on this machine, as
+    one for `Bench.catch_up`: started together, alive together, their commits the
+    group's."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+
+    def start(self) -> WorkerGroup:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    @property
+    def started(self) -> float:
+        return min(worker.started for worker in self.workers)
+
+    def check_alive(self) -> None:
+        for worker in self.workers:
+            worker.check_alive()
+
+    async def wait_committed(self, *args, **kwargs) -> dict:
+        return await self.workers[0].wait_committed(*args, **kwargs)  # the group's offsets
+
+    def cpu_seconds(self) -> float | None:
+        seconds = [worker.cpu_seconds() for worker in self.workers]
+        return None if None in seconds else sum(seconds)
+
+    def rss_peak_mb(self) -> float | None:
+        """The largest worker's high-water mark."""
+        return max((worker.rss_peak_mb() or 0 for worker in self.workers), default=None)
+
+    def rss_mb(self) -> float | None:
+        return max((worker.rss_mb() or 0 for worker in self.workers), default=None)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()

@@ -39,6 +39,13 @@ def test_bench_runs_every_section_and_writes_json_table_and_chart(infra, tmp_pat
     assert r["pipeline"]["rss_peak_mb"] > 50
     assert r["pipeline"]["worker_cpu_pct_of_core"] > 0
 
+    scale = r["scaleout"]  # two workers of one app: PostgreSQL holds the backlog once
+    assert (
+        scale["workers"] == 2
+        and scale["page_views_in_postgres"] == r["pipeline"]["page_views_in_postgres"]
+    )
+    assert scale["events_per_s"] > 0 and scale["workers_cpu_pct_of_core"] > 0
+
     assert r["recovery"]["first_commit_after_restart_s"] > 0
     assert (
         r["recovery"]["fresh_events_committed_after_s"]
@@ -70,6 +77,7 @@ def test_bench_runs_every_section_and_writes_json_table_and_chart(infra, tmp_pat
     table = out.with_suffix(".md").read_text()
     assert "| catch-up until PostgreSQL holds the backlog (6,000 events, every sink on) |" in table
     assert "| lake: pipeline with / without the lake |" in table
+    assert "| catch-up with 2 workers of one app on this machine |" in table
     rows = table.split("\n\n")[1].splitlines()[2:]
     for line in rows:  # every row with a target says whether it is met
         cells = [c.strip() for c in line.strip("|").split("|")]

@@ -178,3 +178,13 @@ def test_percentiles_in_ms():
     assert percentiles(values) == {"p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
     assert percentiles([0.007]) == {"p50": 7.0, "p95": 7.0, "p99": 7.0, "max": 7.0}
     assert percentiles([]) == {"p50": None, "p95": None, "p99": None, "max": None}
+
+
+def test_the_scaleout_catch_up_is_shown_against_one_worker_and_the_ceiling():
+    scale = {"workers": 2, "events_per_s": 195_000, "workers_cpu_pct_of_core": 180.4}
+    table = report.markdown(result(scaleout=scale))
+    assert "| catch-up with 2 workers of one app on this machine | 195,000 ev/s | - | - |" in table
+    assert "|   vs one worker | 1.50x | - | - |" in table
+    assert "|   / ceiling | 0.4875 | - | - |" in table
+    assert "|   the workers' CPU, together | 180% of one core | - | - |" in table
+    assert "workers" not in report.markdown(result())
