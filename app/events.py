@@ -18,6 +18,10 @@ NEEDS_PAGE = frozenset({"page_view", "click"})
 # Larger valid records are bad input (`too_large`): an event's enriched record (the
 # input plus about 200 bytes) must stay below Kafka's default 1 MiB batch limit.
 MAX_EVENT_BYTES = 1_000_000
+# orjson reads JSON nested up to 1,024 levels deep but writes at most 254: a deeper
+# record could not become its enriched record or lake row (`too_deep`). A record
+# with fewer brackets than this cannot nest that deep, so most skip the check.
+MAX_WRITABLE_DEPTH = 254
 _EPOCH_MS_THRESHOLD = 1e11
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
@@ -89,6 +93,13 @@ def decode(raw: bytes | None, now_ms: int, max_future_ms: int) -> Event:
         raise BadEvent("invalid_json", str(exc)[:120]) from None
     if not isinstance(data, dict):
         raise BadEvent("not_object", f"the value is a JSON {type(data).__name__}, not an object")
+    if raw.count(b"[") + raw.count(b"{") > MAX_WRITABLE_DEPTH:
+        try:
+            orjson.dumps(data)
+        except orjson.JSONEncodeError:
+            raise BadEvent(
+                "too_deep", f"nested more than {MAX_WRITABLE_DEPTH} levels deep"
+            ) from None
     for name in ("event_time", "user_id", "event_type"):
         if data.get(name) is None:
             raise BadEvent("missing_field", name)

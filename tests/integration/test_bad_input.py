@@ -217,6 +217,12 @@ def build_corpus(now: datetime, seed: int = 4) -> list[Record]:
     ):
         c.bad_event(f"event-time-{text!r}", "bad_event_time", event_time=text)
 
+    # -- JSON that orjson reads (up to 1,024 levels) but cannot write (over 254) ----
+    deep: list = []
+    for _ in range(300):
+        deep = [deep]
+    c.bad_event("nested-301-levels", "too_deep", nested=deep)
+
     # -- about 1 MB -------------------------------------------------------------
     c.bad_event(
         "one-megabyte-without-user-id", "missing_field", user_id=DROP, padding="x" * 999_800

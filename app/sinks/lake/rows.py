@@ -8,7 +8,7 @@ SCHEMA (`schema.to_record_batch`) once there are SEAL_ROWS of them: a buffered r
 then about 160 bytes of Arrow columns instead of about 770 bytes of Python objects
 kept alive (the Event, its dict, its strings), up to 2 x LAKE_FLUSH_ROWS rows, and the
 commit thread has no conversion left to do while holding the GIL
-(docs/performance.md, 2026-12-06 morning and afternoon).
+(docs/performance.md, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ class PartitionRows:
 
     def append(self, flat: list) -> None:
         """Convert open rows (STRIDE items each) and add them after the ones held."""
+        batch = to_record_batch(self.partition, flat)  # first: a failure changes nothing
         if not self.batches:
             self.first_offset = flat[0]
         self.last_offset = flat[-STRIDE]
         self.rows += len(flat) // STRIDE
-        self.batches.append(to_record_batch(self.partition, flat))
+        self.batches.append(batch)
 
     def __len__(self) -> int:
         return self.rows
@@ -79,11 +80,10 @@ class LakeRows:
         flat = self._open.get(partition)
         if flat is None or len(flat) < min_rows * STRIDE:
             return
+        sealed = self._sealed.get(partition) or PartitionRows(partition)
+        sealed.append(flat)  # if the conversion fails, the rows stay open, nothing lost
+        self._sealed[partition] = sealed
         del self._open[partition]
-        sealed = self._sealed.get(partition)
-        if sealed is None:
-            sealed = self._sealed[partition] = PartitionRows(partition)
-        sealed.append(flat)
 
     def rows(self) -> int:
         open_rows = sum(len(flat) for flat in self._open.values()) // STRIDE

@@ -32,19 +32,6 @@ SCHEMA = pa.schema(
         (PARTITION_COLUMN, pa.date32()),
     ]
 )
-# the columns LakeRows buffers per source partition (kafka_partition and event_date are
-# derived from the partition and event_time)
-BUFFERED = (
-    "event_time",
-    "user_id",
-    "event_type",
-    "page_url",
-    "event_id",
-    "extra",
-    "kafka_offset",
-    "processing_time",
-    "late",
-)
 # LakeRows keeps STRIDE items per row in one flat list: offset, Event, processing ms, late
 STRIDE = 4
 _KNOWN = frozenset({"event_time", "user_id", "event_type", "page_url", "event_id"})
@@ -75,7 +62,8 @@ def _extras(fields: list[dict]) -> list:
 
 
 def derive_columns(flat: list) -> dict[str, list]:
-    """BUFFERED columns of LakeRows' flat rows (see STRIDE), as Python lists."""
+    """The columns of LakeRows' flat rows (see STRIDE) as Python lists: every column of
+    SCHEMA but kafka_partition and event_date, which come from the partition and event_time."""
     events = flat[1::STRIDE]
     fields = list(map(_FIELDS, events))
     return {

@@ -3,12 +3,13 @@
 import json
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.errors import BadEvent
-from app.events import Event, decode, iso_utc, parse_event_time
+from app.events import MAX_WRITABLE_DEPTH, Event, decode, iso_utc, parse_event_time
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FUTURE = 5 * 60_000
@@ -29,6 +30,14 @@ def record(**fields) -> bytes:
     base["page_url"] = "/home"
     base.update(fields)
     return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
+
+
+def nested(levels: int) -> list:
+    """Lists `levels` deep: [[[]]] is 3."""
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
 
 
 def reason(raw: bytes | None) -> str:
@@ -155,10 +164,17 @@ def test_event_time_exactly_max_future_ahead_is_accepted():
         (record(event_time="2026-01-29T10:05:00.001Z"), "future_event_time"),
         (record(page_url="/" + "x" * 1_000_000), "too_large"),
         (record(user_id=..., padding="x" * 1_000_000), "missing_field"),
+        (record(nested=nested(MAX_WRITABLE_DEPTH)), "too_deep"),
     ],
 )
 def test_bad_input_is_rejected_with_its_reason(raw, expected):
     assert reason(raw) == expected
+
+
+def test_a_record_nested_as_deep_as_can_be_written_again_is_valid():
+    raw = record(nested=nested(MAX_WRITABLE_DEPTH - 1))  # the record's own object is one
+    orjson.dumps(decode(raw, NOW, MAX_FUTURE).fields)
+    decode(record(text="[" * 300), NOW, MAX_FUTURE)  # brackets in a string nest nothing
 
 
 def test_missing_page_url_detail_names_the_field():

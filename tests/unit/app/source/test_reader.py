@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from typing import NamedTuple
 
@@ -139,3 +140,16 @@ def test_a_read_batch_of_seal_rows_or_more_goes_to_the_lake_as_arrow_at_once():
     read.read(r, records, now_ms=T)
     read.read(r, [Record(SEAL_ROWS, event(T))], now_ms=T)  # too few: left open
     assert [b.num_rows for b in rows.take()[2].batches] == [SEAL_ROWS, 1]
+
+
+def test_a_record_nested_too_deep_to_write_again_is_a_dead_letter_and_the_batch_goes_on():
+    read, rows = batch_reader()
+    deep: list = []
+    for _ in range(300):
+        deep = [deep]
+    records = [Record(0, json.dumps({**orjson.loads(event(T)), "x": deep}).encode())]
+    records.append(Record(1, event(T)))
+    out = read.read(reader(), records, now_ms=T)
+    assert [(d.offset, d.reason) for d in out.dead_letters] == [(0, "too_deep")]
+    assert [orjson.loads(v)["kafka_offset"] for vs in out.enriched.values() for _, v in vs] == [1]
+    assert lake_offsets(rows) == [1]

@@ -6,8 +6,10 @@ import sys
 from datetime import date
 
 import pyarrow as pa
+import pytest
 
 from app.sinks.lake import LakeRows
+from app.sinks.lake import rows as lake_rows
 from app.sinks.lake.schema import SCHEMA, to_arrow
 from tests.unit.app.sinks.lake.support import DAY, T0, event
 
@@ -74,3 +76,24 @@ def test_sealed_rows_hold_no_event_and_dropped_partitions_lose_both_kinds():
     assert sys.getrefcount(held) == 2  # the Event went with its conversion
     rows.drop({1})
     assert rows.rows() == 0 and rows.take() == {}
+
+
+def test_a_conversion_that_fails_leaves_the_rows_open_and_the_offsets_as_they_were(
+    monkeypatch,
+):
+    rows = LakeRows()
+    rows.add(1, 0, event(T0), T0, False)
+    rows.seal(1, min_rows=1)
+
+    def fail(partition, flat):
+        raise MemoryError("arrow")
+
+    monkeypatch.setattr(lake_rows, "to_record_batch", fail)
+    rows.add(1, 1, event(T0), T0, False)
+    with pytest.raises(MemoryError):
+        rows.seal(1, min_rows=1)
+    assert rows.rows() == 2
+    monkeypatch.undo()
+    taken = rows.take()[1]
+    assert (taken.first_offset, taken.last_offset, len(taken)) == (0, 1, 2)
+    assert taken.columns["kafka_offset"] == [0, 1]
