@@ -267,8 +267,9 @@ class Bench:
                     )
                     for i in range(count)
                 ]
-            ).start()
+            )
             try:
+                workers.start()
                 say(f"scaleout: {count} workers of one app catching up the backlog...")
                 cpu_before, cpu_began = workers.cpu_seconds(), time.monotonic()
                 out = await self.catch_up(workers, topic, loaded, db, "scaleout")

@@ -239,5 +239,16 @@ class WorkerGroup:
         return max((worker.rss_mb() or 0 for worker in self.workers), default=None)
 
     def stop(self) -> None:
+        """SIGTERM to all first, then wait for each: one that hangs must not leave the
+        others running into the next section."""
         for worker in self.workers:
-            worker.stop()
+            if worker.proc is not None and worker.proc.poll() is None:
+                worker.proc.terminate()
+        failed: list[BaseException] = []
+        for worker in self.workers:
+            try:
+                worker.stop()
+            except Exception as exc:  # each worker is waited for, whatever the one before did
+                failed.append(exc)
+        if failed:
+            raise failed[0]
