@@ -19,8 +19,8 @@ NEEDS_PAGE = frozenset({"page_view", "click"})
 # input plus about 200 bytes) must stay below Kafka's default 1 MiB batch limit.
 MAX_EVENT_BYTES = 1_000_000
 # orjson reads JSON nested up to 1,024 levels deep but writes at most 254: a deeper
-# record could not become its enriched record or lake row (`too_deep`). A record
-# with fewer brackets than this cannot nest that deep, so most skip the check.
+# record could not become its enriched record or lake row (`too_deep`). Nesting that
+# deep takes more brackets, and twice as many bytes, so most records skip the check.
 MAX_WRITABLE_DEPTH = 254
 _EPOCH_MS_THRESHOLD = 1e11
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -93,7 +93,7 @@ def decode(raw: bytes | None, now_ms: int, max_future_ms: int) -> Event:
         raise BadEvent("invalid_json", str(exc)[:120]) from None
     if not isinstance(data, dict):
         raise BadEvent("not_object", f"the value is a JSON {type(data).__name__}, not an object")
-    if raw.count(b"[") + raw.count(b"{") > MAX_WRITABLE_DEPTH:
+    if len(raw) > 2 * MAX_WRITABLE_DEPTH and raw.count(b"[") + raw.count(b"{") > MAX_WRITABLE_DEPTH:
         try:
             orjson.dumps(data)
         except orjson.JSONEncodeError:

@@ -165,6 +165,8 @@ def test_event_time_exactly_max_future_ahead_is_accepted():
         (record(page_url="/" + "x" * 1_000_000), "too_large"),
         (record(user_id=..., padding="x" * 1_000_000), "missing_field"),
         (record(nested=nested(MAX_WRITABLE_DEPTH)), "too_deep"),
+        # the shortest object that deep: the check's length bound must not skip it
+        (b'{"":' + b"[" * MAX_WRITABLE_DEPTH + b"]" * MAX_WRITABLE_DEPTH + b"}", "too_deep"),
     ],
 )
 def test_bad_input_is_rejected_with_its_reason(raw, expected):
