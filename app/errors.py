@@ -27,6 +27,8 @@ class CommitFailed(PipelineError):
     """A partition's commit did not go through. `unknown`: it failed at the last step and
     may be visible or not; either way the caller reopens the partition (app/commit/)."""
 
-    def __init__(self, message: str, *, unknown: bool) -> None:
+    def __init__(self, message: str, *, unknown: bool, too_large: bool = False) -> None:
         super().__init__(message)
         self.unknown = unknown
+        # the broker refused a record as too large: a data error, not an outage
+        self.too_large = too_large

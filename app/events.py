@@ -11,13 +11,11 @@ from typing import Any
 import orjson
 
 from app.errors import BadEvent
+from app.limits import MAX_PAGE_URL_BYTES, MAX_USER_ID_BYTES
 from app.timeutil import epoch_ms, iso_utc
 
 EVENT_TYPES = frozenset({"page_view", "click", "session_start", "session_end"})
 NEEDS_PAGE = frozenset({"page_view", "click"})
-# Larger valid records are bad input (`too_large`): an event's enriched record (the
-# input plus about 200 bytes) must stay below Kafka's default 1 MiB batch limit.
-MAX_EVENT_BYTES = 1_000_000
 # orjson reads JSON nested up to 1,024 levels deep but writes at most 254: a deeper
 # record could not become its enriched record or lake row (`too_deep`). Nesting that
 # deep takes more brackets, and twice as many bytes, so most records skip the check.
@@ -67,10 +65,23 @@ def parse_event_time(value: Any) -> int:
     return ms
 
 
+def _storable(name: str, text: str, max_bytes: int) -> None:
+    """`text` becomes a PostgreSQL key: no U+0000 (its text type cannot hold one) and at
+    most `max_bytes` of UTF-8 (an index row has room for about 2,700)."""
+    if "\x00" in text:
+        raise BadEvent("nul_character", f"{name} contains U+0000, which PostgreSQL cannot store")
+    # a character is at most 4 bytes: most strings need no encoding to be measured
+    if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
+        raise BadEvent(
+            f"{name}_too_long", f"{name} is {len(text.encode()):,} bytes, more than {max_bytes:,}"
+        )
+
+
 def _user_id(value: Any) -> str:
     if isinstance(value, str):
         if not value:
             raise BadEvent("bad_user_id", "user_id is empty")
+        _storable("user_id", value, MAX_USER_ID_BYTES)
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadEvent("wrong_type", f"user_id is {type(value).__name__}, not a string")
@@ -111,8 +122,10 @@ def decode(raw: bytes | None, now_ms: int, max_future_ms: int) -> Event:
     page_url = data.get("page_url")
     if event_type in NEEDS_PAGE and page_url is None:
         raise BadEvent("missing_field", "page_url")
-    if page_url is not None and (not isinstance(page_url, str) or not page_url):
-        raise BadEvent("wrong_type", "page_url is not a non-empty string")
+    if page_url is not None:
+        if not isinstance(page_url, str) or not page_url:
+            raise BadEvent("wrong_type", "page_url is not a non-empty string")
+        _storable("page_url", page_url, MAX_PAGE_URL_BYTES)
     event_time = parse_event_time(data["event_time"])
     if event_time > now_ms + max_future_ms:
         raise BadEvent(
@@ -120,8 +133,6 @@ def decode(raw: bytes | None, now_ms: int, max_future_ms: int) -> Event:
             f"event_time is {(event_time - now_ms) / 1000:.0f}s ahead of wall time",
         )
     user_id = _user_id(data["user_id"])
-    if len(raw) > MAX_EVENT_BYTES:
-        raise BadEvent("too_large", f"{len(raw)} bytes, more than {MAX_EVENT_BYTES}")
     return Event(event_time, user_id, event_type, page_url, data)
 
 

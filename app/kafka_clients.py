@@ -16,9 +16,11 @@ import weakref
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import CoordinatorLoadInProgressError, KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
+from app.limits import KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 from app.settings import Settings, kafka_client_options
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class KafkaClients:
         }
         self._producers: weakref.WeakSet[AIOKafkaProducer] = weakref.WeakSet()
         self._away = False
+        # a producer's batches: never larger than the smallest topic limit it writes to
+        self.max_batch_bytes = 1 << 20
 
     def broker_away(self, away: bool) -> None:
         """Kafka went away (True) or is back: every producer, and those made meanwhile,
@@ -67,7 +71,7 @@ class KafkaClients:
             transactional_id=transactional_id,
             acks="all",
             linger_ms=5,
-            max_batch_size=1 << 20,
+            max_batch_size=self.max_batch_bytes,
             max_request_size=8 << 20,
             # A commit waits for its sends with its own timeout (app/commit/), so this
             # only bounds one request; a broker that stays away is handled there.
@@ -170,6 +174,36 @@ async def create_topics(admin, topics: list[NewTopic]) -> None:
     if wanted:
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(wanted)
+
+
+async def topic_limits(admin, topics: list[str]) -> dict[str, int]:
+    """Each topic's max.message.bytes, as the broker applies it (the topic's own setting,
+    or the broker's message.max.bytes); Kafka's default where it cannot be read."""
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None}) for t in topics
+    ]
+    limits = dict.fromkeys(topics, KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+    try:
+        responses = await admin.describe_configs(resources)
+    except KafkaError as exc:
+        log.warning(
+            "kafka: cannot read the topics' max.message.bytes (%s: %s); assuming Kafka's "
+            "default of %d bytes",
+            type(exc).__name__,
+            exc,
+            KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+        )
+        return limits
+    for response in responses:
+        # (error_code, error_message, resource_type, resource_name, config_entries)
+        for error, message, _, name, entries in response.resources:
+            if error:
+                log.warning("kafka: max.message.bytes of %s unreadable: %s", name, message)
+                continue
+            for entry in entries:
+                if entry[0] == "max.message.bytes" and name in limits:
+                    limits[name] = int(entry[1])
+    return limits
 
 
 async def partition_count(admin, topic: str) -> int:

@@ -152,6 +152,11 @@ class Outages:
         }
 
 
+# `extra` of a log line whose writer limits it itself (LogThrottle, once a minute per
+# reason): the governor lets it through rather than holding back its other reasons.
+THROTTLED = {"throttled": True}
+
+
 class LogGovernor(logging.Filter):
     """On the root logger's handlers: every line of the process passes through it."""
 
@@ -180,8 +185,8 @@ class LogGovernor(logging.Filter):
                     self.outages.failed(dependency, record.getMessage()[:300])
                 if self.outages.suppress(dependency):
                     return False
-        if record.levelno < logging.WARNING:
-            return True
+        if record.levelno < logging.WARNING or getattr(record, "throttled", False):
+            return True  # a line its writer already limits (THROTTLED), per reason, say
         key = (record.name, record.msg)
         now = time.monotonic()
         if now - self._last.get(key, -1e18) < self.interval_s:

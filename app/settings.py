@@ -87,6 +87,10 @@ class Settings:
     lake_flush_ms: int = 10_000
     lake_retention_ms: int = 7 * 86_400_000
     lake_maintain_ms: int = 120_000
+    # rows buffered for the lake: reading waits past 2 x LAKE_FLUSH_ROWS or this many bytes
+    lake_buffer_bytes: int = 128 << 20
+    # a partition with records to read and no progress for this long is reported stuck
+    stuck_after_ms: int = 120_000
     commit_interval_ms: int = 100
     replication_factor: int = 1
     sink_flush_ms: int = 500

@@ -24,6 +24,8 @@ class PartitionStats:
 class Stats:
     partitions: dict[int, PartitionStats] = field(default_factory=dict)
     dead_letter_reasons: Counter = field(default_factory=Counter)
+    # (sink, reason) -> rows or records a sink set aside as never writable
+    rejected: Counter = field(default_factory=Counter)
     lake_maintenance: dict | None = None
     # input record's Kafka timestamp -> the commit that made its outputs visible
     latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram())
@@ -46,6 +48,9 @@ class Stats:
     def on_dead_letter(self, partition: int, reason: str) -> None:
         self._part(partition).dead_letters += 1
         self.dead_letter_reasons[reason] += 1
+
+    def on_rejected(self, sink: str, reason: str, count: int = 1) -> None:
+        self.rejected[(sink, reason)] += count
 
     @property
     def totals(self) -> dict[str, int]:

@@ -26,7 +26,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    ProducerFenced,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.structs import OffsetAndMetadata
 
 from app import failpoints
@@ -40,6 +46,7 @@ CLOSE_TIMEOUT_S = 5.0
 # Kafka's default limit on a record batch (message.max.bytes) is 1 MiB: a record above
 # it is refused whatever the producer does, so the stages keep theirs well below.
 MAX_RECORD_BYTES = 512 << 10
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 
 
 @dataclass
@@ -194,6 +201,7 @@ class PartitionCheckpoint:
                 raise CommitFailed(
                     f"commit of {self.source} failed at {step} ({what})",
                     unknown=step == "commit",
+                    too_large=isinstance(exc, TOO_LARGE),
                 ) from exc
             raise
         return Committed(next_offset, records, last_offsets)

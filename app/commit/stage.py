@@ -1,7 +1,10 @@
 """What the loops of both stages share around their checkpoints: a consumer group whose
 rebalances wait for the loop (one lock), a fetch that waits no longer than until the
-next commit is due, and fenced partitions opened again while the group still assigns
-them here."""
+next commit is due, fenced partitions opened again while the group still assigns
+them here, and the loop's supervisor: an exception that escapes a turn is logged with
+its traceback and every partition is opened again from what is committed, with
+backoff; a partition that cannot be opened is tried again the same way; a partition
+with records waiting and no progress is reported (app/progress.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from app.outages import Outages
+from app.progress import ProgressWatch
 from app.throttle import Backoff
 
 Result = TypeVar("Result")
@@ -45,7 +49,13 @@ class _Rebalance(ConsumerRebalanceListener):
 class BatchStage(Service):
     name = "stage"  # in log lines
 
-    def __init__(self, commit_interval_ms: int, outages: Outages | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        commit_interval_ms: int,
+        outages: Outages | None = None,
+        stuck_after_ms: int = 120_000,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.outages = outages or Outages()  # says when Kafka is away, and back
         self.interval_s = commit_interval_ms / 1000
@@ -57,6 +67,78 @@ class BatchStage(Service):
         self.stopping = False  # the loop ends after its current turn
         self.stop_by = time.monotonic() + 3600.0  # set by stop_within
         self.fenced: dict[int, float] = {}  # partition -> when its commit met a fence
+        self.progress = ProgressWatch(self.name, stuck_after_ms / 1000)
+        self.unopened: set[int] = set()  # assigned here, not open yet (opening failed)
+        self.loop_task: asyncio.Task | None = None
+        self.loop_errors = 0  # unexpected exceptions the supervisor caught
+        self.last_loop_error: str | None = None
+        self.last_turn = time.monotonic()  # when the loop last finished a turn
+        self._reopen_all = False
+
+    # -- the supervised loop ---------------------------------------------------
+
+    async def run_loop(self) -> None:
+        """Turn the loop until the stage stops. An unexpected exception is a bug or a
+        failure nobody classified: it is logged with its traceback, and after a
+        backoff every partition is opened again from what is committed (the same path
+        as a failed commit), so the stage goes on from a known state."""
+        self.loop_task = asyncio.current_task()
+        backoff = Backoff(1.0, 30.0)
+        while not self.stopping:
+            try:
+                if self._reopen_all:
+                    async with self._lock:
+                        await self.reopen_all()
+                    self._reopen_all = False
+                if self.unopened:
+                    async with self._lock:
+                        await self.open_unopened()
+                await self.poll()
+                self.last_turn = time.monotonic()
+                if not self.unopened:
+                    backoff.reset()
+                else:
+                    await asyncio.sleep(backoff.next())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.loop_errors += 1
+                self.last_loop_error = f"{type(exc).__name__}: {exc}"[:500]
+                delay = backoff.next()
+                log.exception(
+                    "%s: unexpected error in the loop (%d so far); opening every partition "
+                    "again from what is committed in %.1fs",
+                    self.name,
+                    self.loop_errors,
+                    delay,
+                )
+                self._reopen_all = True
+                await asyncio.sleep(delay)
+
+    @property
+    def alive(self) -> bool:
+        """The loop runs (or has not started yet)."""
+        return self.loop_task is None or not self.loop_task.done()
+
+    async def open_unopened(self) -> None:
+        """Open the partitions assigned here that are not open yet; one that fails stays
+        in `unopened` for the next turn (it is logged and counted)."""
+        for partition in sorted(self.unopened):
+            try:
+                await self.open_partition(partition)
+            except Exception as exc:
+                self.loop_errors += 1
+                self.last_loop_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.exception("%s: opening partition %d failed; trying again", self.name, partition)
+                return
+            self.unopened.discard(partition)
+
+    async def open_partition(self, partition: int) -> None:
+        raise NotImplementedError
+
+    async def reopen_all(self) -> None:
+        """Open every open partition again from what is committed."""
+        raise NotImplementedError
 
     async def stop_within(self, budget_s: float) -> None:
         """Stop within `budget_s` whatever is away (SHUTDOWN_TIMEOUT); what cannot be

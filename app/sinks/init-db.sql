@@ -57,3 +57,20 @@ CREATE TABLE IF NOT EXISTS partition_writers (
     written_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (app_id, part)
 );
+
+-- Rows that can never be written (PostgreSQL refused them as data: SQLSTATE classes 22
+-- and 23, an index row too large), set aside so that the rest of their batch goes
+-- through. The key and value are JSON text (U+0000 escaped), cut to about 500
+-- characters with a digest of the whole. `times`: how often the row was refused
+-- (a restart or another worker meets it again).
+CREATE TABLE IF NOT EXISTS rejected_rows (
+    table_name text        NOT NULL,
+    row_key    text        NOT NULL,
+    row_value  text,
+    sqlstate   text,
+    reason     text        NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_seen  timestamptz NOT NULL DEFAULT now(),
+    times      bigint      NOT NULL DEFAULT 1,
+    PRIMARY KEY (table_name, row_key)
+);

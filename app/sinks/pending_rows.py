@@ -13,9 +13,12 @@ class PendingRows:
         self.active: dict[tuple[int, int], int] = {}
         self.sessions: dict[tuple[str, int], tuple] = {}
         self.batches: dict[int, int] = {}  # partition -> newest merge batch included
+        # partition -> the consumer-group generation its rows were made under
+        self.generations: dict[int, int] = {}
 
-    def add(self, part: int, changes: Changes, batch: int) -> None:
+    def add(self, part: int, changes: Changes, batch: int, generation: int = 0) -> None:
         self.batches[part] = max(batch, self.batches.get(part, 0))
+        self.generations[part] = generation
         for (start, url), count in changes.page_views.items():
             self.page_views[(start, url, part)] = count
         for start, count in changes.active_users.items():
@@ -31,6 +34,7 @@ class PendingRows:
         self.sessions = {k: v for k, v in self.sessions.items() if v[5] not in parts}
         for part in parts:
             self.batches.pop(part, None)
+            self.generations.pop(part, None)
 
     def __len__(self) -> int:
         return len(self.page_views) + len(self.active) + len(self.sessions)
@@ -39,6 +43,7 @@ class PendingRows:
         """Put an unwritten batch back under anything that arrived after it."""
         for part, batch in newer.batches.items():
             self.batches[part] = max(batch, self.batches.get(part, 0))
+        self.generations.update(newer.generations)
         for mine, theirs in (
             (self.page_views, newer.page_views),
             (self.active, newer.active),

@@ -20,11 +20,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
 
-from app.outages import Outages
+from app.outages import THROTTLED, Outages
 from app.settings import database_dsn, mask_url, redact, url_secrets
 from app.sinks.contract import SinkHealth
 from app.sinks.pending_rows import PendingRows
@@ -33,6 +34,7 @@ from app.sinks.postgres_sql import (
     CLAIM,
     LOCK_KEY,
     PV_WINDOW_S,
+    REJECT,
     ROLLUP_AU,
     ROLLUP_PV,
     STUCK_HOLDERS,
@@ -40,7 +42,8 @@ from app.sinks.postgres_sql import (
     UPSERT_PV_PARTIAL,
     UPSERT_SESSIONS,
 )
-from app.throttle import Backoff
+from app.sinks.rejects import DATA_ERRORS, as_text, write_isolating
+from app.throttle import Backoff, LogThrottle
 from app.timeutil import utc_datetime
 from tables.aggregator import Changes
 
@@ -86,9 +89,11 @@ class PostgresSink:
         self.health = SinkHealth(self.target)
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()  # rows were handed over: write them
+        self.rejected: Counter = Counter()  # SQLSTATE -> rows set aside in rejected_rows
+        self._reject_log = LogThrottle(60)
 
     def add(self, part: int, changes: Changes, batch: int) -> None:
-        self.pending.add(part, changes, batch)
+        self.pending.add(part, changes, batch, self.generations.get(part, 0))
         self._wake.set()
 
     def pending_rows(self) -> int:
@@ -199,6 +204,11 @@ class PostgresSink:
         try:
             await self._write(batch)
         except BaseException:
+            # rows of a partition that moved since (A -> B -> A): its owner now writes
+            # them again from its state, under its own generation
+            batch.drop_partitions(
+                {p for p, g in batch.generations.items() if self.generations.get(p) != g}
+            )
             batch.merge_back(self.pending)
             self.pending = batch
             raise
@@ -232,9 +242,14 @@ class PostgresSink:
             await self._lock(conn)
             await self._claim(conn, set(self.generations))
 
-    async def _claim(self, conn, parts: set[int]) -> set[int]:
-        """Claim `parts` for this transaction; returns those another worker owns now."""
-        mine = {p: self.generations[p] for p in parts if p in self.generations}
+    async def _claim(
+        self, conn, parts: set[int], generations: dict[int, int] | None = None
+    ) -> set[int]:
+        """Claim `parts` for this transaction under the generation their rows were made
+        under (`generations`, else the current one); returns those another worker, or
+        this one under a newer generation, owns now."""
+        generations = self.generations if generations is None else generations
+        mine = {p: generations[p] for p in parts if p in generations}
         claimed = set()
         if mine:
             self._claimed_at = time.monotonic()
@@ -254,41 +269,88 @@ class PostgresSink:
         return refused
 
     async def _write(self, batch: PendingRows) -> None:
+        """One transaction for the whole batch; if PostgreSQL refuses a row as data (it
+        never will take it), the batch again with the rows it refuses set aside
+        (app/sinks/rejects.py) and the rest written in the same transaction."""
         assert self.pool is not None
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._lock(conn)
-            refused = await self._claim(conn, set(batch.batches))
-            if refused:
-                batch.drop_partitions(refused)
-            if batch.page_views:
-                keys = list(batch.page_views)
-                starts = [ts(k[0]) for k in keys]
-                urls = [k[1] for k in keys]
-                await conn.execute(
-                    UPSERT_PV_PARTIAL,
-                    starts,
-                    urls,
-                    [k[2] for k in keys],
-                    [batch.page_views[k] for k in keys],
-                )
-                windows = sorted({(k[0], k[1]) for k in keys})
-                await conn.execute(
-                    ROLLUP_PV, [ts(w[0]) for w in windows], [w[1] for w in windows], PV_WINDOW_S
-                )
-            if batch.active:
-                keys = list(batch.active)
-                starts = [ts(k[0]) for k in keys]
-                await conn.execute(
-                    UPSERT_AU_PARTIAL, starts, [k[1] for k in keys], [batch.active[k] for k in keys]
-                )
-                await conn.execute(ROLLUP_AU, sorted(set(starts)), AU_WINDOW_S)
-            if batch.sessions:
-                rows = list(batch.sessions.values())
-                await conn.execute(
-                    UPSERT_SESSIONS,
-                    [r[0] for r in rows],
-                    [ts(r[1]) for r in rows],
-                    [None if r[2] is None else ts(r[2]) for r in rows],
-                    [r[3] for r in rows],
-                    [r[4] for r in rows],
-                )
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await self._write_in(conn, batch, isolate=False)
+            except DATA_ERRORS:
+                async with conn.transaction():
+                    await self._write_in(conn, batch, isolate=True)
+
+    async def _write_in(self, conn, batch: PendingRows, isolate: bool) -> None:
+        await self._lock(conn)
+        refused = await self._claim(conn, set(batch.batches), batch.generations)
+        if refused:
+            batch.drop_partitions(refused)
+
+        async def page_views(keys) -> None:
+            await conn.execute(
+                UPSERT_PV_PARTIAL,
+                [ts(k[0]) for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [batch.page_views[k] for k in keys],
+            )
+            windows = sorted({(k[0], k[1]) for k in keys})
+            await conn.execute(
+                ROLLUP_PV, [ts(w[0]) for w in windows], [w[1] for w in windows], PV_WINDOW_S
+            )
+
+        async def active_users(keys) -> None:
+            starts = [ts(k[0]) for k in keys]
+            await conn.execute(
+                UPSERT_AU_PARTIAL, starts, [k[1] for k in keys], [batch.active[k] for k in keys]
+            )
+            await conn.execute(ROLLUP_AU, sorted(set(starts)), AU_WINDOW_S)
+
+        async def sessions(rows) -> None:
+            await conn.execute(
+                UPSERT_SESSIONS,
+                [r[0] for r in rows],
+                [ts(r[1]) for r in rows],
+                [None if r[2] is None else ts(r[2]) for r in rows],
+                [r[3] for r in rows],
+                [r[4] for r in rows],
+            )
+
+        for table, rows, write, value_of in (
+            ("page_view_counts", list(batch.page_views), page_views, batch.page_views.get),
+            ("active_users", list(batch.active), active_users, batch.active.get),
+            ("user_sessions", list(batch.sessions.values()), sessions, None),
+        ):
+            if not rows:
+                continue
+            if not isolate:
+                await write(rows)
+                continue
+
+            async def reject(row, exc, table=table, value_of=value_of) -> None:
+                value = value_of(row) if value_of else None
+                await self._reject(conn, table, row, value, exc)
+
+            await write_isolating(conn, rows, write, reject)
+
+    async def _reject(self, conn, table: str, row, value, exc: BaseException) -> None:
+        """Set one row aside in rejected_rows, count it, say so (once a minute a reason)."""
+        sqlstate = getattr(exc, "sqlstate", None)
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        key = as_text(row)
+        await conn.execute(
+            REJECT, table, key, None if value is None else as_text(value), sqlstate, reason
+        )
+        self.rejected[sqlstate or type(exc).__name__] += 1
+        if self._reject_log.allow(sqlstate):
+            log.warning(
+                "postgres: %s refused a row as data, never writable (%s, SQLSTATE %s): %s; "
+                "set aside in rejected_rows, the rest of its batch written (logged once a "
+                "minute per SQLSTATE)",
+                table,
+                reason,
+                sqlstate,
+                key,
+                extra=THROTTLED,
+            )

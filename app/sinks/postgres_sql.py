@@ -64,5 +64,13 @@ ON CONFLICT (user_id, session_start_time) DO UPDATE
       status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
 """
 
+REJECT = """
+INSERT INTO rejected_rows AS r (table_name, row_key, row_value, sqlstate, reason)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (table_name, row_key) DO UPDATE
+  SET row_value = EXCLUDED.row_value, sqlstate = EXCLUDED.sqlstate, reason = EXCLUDED.reason,
+      last_seen = now(), times = r.times + 1
+"""
+
 PV_WINDOW_S = PAGE_VIEW_WINDOW_MS // 1000
 AU_WINDOW_S = ACTIVE_USERS_WINDOW_MS // 1000

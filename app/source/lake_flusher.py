@@ -6,7 +6,7 @@ the Kafka transactions never wait for it. Each lake commit records, per source
 partition, the last offset it holds and the source clock there, so exactly once in
 the lake needs nothing from Kafka. While the lake cannot be written the rows are
 kept and retried; past `max_buffered` rows (twice LAKE_FLUSH_ROWS, the commit under
-way included) reading waits (nothing is dropped).
+way included, or LAKE_BUFFER_BYTES) reading waits (nothing is dropped).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class LakeFlusher:
         # writer got there first): dropped until the stage reads them again from there
         self._stale: set[int] = set()
         self._inflight_rows = 0  # taken for the commit that is running
+        self._inflight_bytes = 0
         self._maintenance: asyncio.Task | None = None
         self._last_maintenance = time.monotonic()
 
@@ -77,7 +78,8 @@ class LakeFlusher:
             self._last_flush = time.monotonic()
             return
         due = time.monotonic() - self._last_flush >= self.settings.lake_flush_ms / 1000
-        if due or buffered >= self.settings.lake_flush_rows:
+        full = buffered >= self.settings.lake_flush_rows
+        if due or full or self.rows.nbytes() >= self.settings.lake_buffer_bytes // 2:
             self._task = asyncio.create_task(self._flush(self._take(readers)), name="lake-flush")
 
     def repositioned(self, partition: int) -> None:
@@ -88,9 +90,15 @@ class LakeFlusher:
         batches = self.rows.take()
         for partition in self._stale & set(batches):
             del batches[partition]
-        # the clock after each partition's last buffered row: reading runs in this same
-        # thread, so nothing was read between the last row and this moment
-        clocks = {p: readers[p].clock.stream_time for p in batches if p in readers}
+        # the clock after each partition's last buffered row, kept with the rows: a
+        # reader reopened since may stand at an earlier clock (its committed one)
+        clocks = {}
+        for partition in batches:
+            clock = self.rows.clock(partition)
+            if clock is None and partition in readers:
+                clock = readers[partition].clock.stream_time
+            if clock is not None:
+                clocks[partition] = clock
         self._last_flush = time.monotonic()
         return batches, clocks
 
@@ -98,15 +106,25 @@ class LakeFlusher:
         """Rows not in the lake yet: buffered, and in the commit that is running."""
         return self.rows.rows() + self._inflight_rows
 
+    def pending_bytes(self) -> int:
+        return self.rows.nbytes() + self._inflight_bytes
+
+    def full(self) -> bool:
+        return (
+            self.pending_rows() >= self.max_buffered
+            or self.pending_bytes() >= self.settings.lake_buffer_bytes
+        )
+
     async def _flush(self, taken) -> None:
         batches, clocks = taken
         if not batches:
             return
         self._inflight_rows = sum(len(b) for b in batches.values())
+        self._inflight_bytes = sum(b.nbytes for b in batches.values())
         try:
             await self._commit(batches, clocks)
         finally:
-            self._inflight_rows = 0
+            self._inflight_rows = self._inflight_bytes = 0
 
     async def _commit(self, batches, clocks) -> None:
         backoff = Backoff(0.5, 30)
@@ -152,7 +170,7 @@ class LakeFlusher:
 
     async def wait_for_room(self) -> None:
         """Backpressure: while the lake is far behind, reading waits for it."""
-        while self.pending_rows() >= self.max_buffered:
+        while self.full():
             if self._task is not None and not self._task.done():
                 await asyncio.wait([self._task], timeout=0.5)
             else:

@@ -4,9 +4,12 @@ once a minute each). The checkpoints commit in app/commit/checkpoint.py."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from app.commit.checkpoint import MAX_RECORD_BYTES, PartitionCheckpoint
+from app.limits import RecordLimits, headers_bytes
+from app.outages import THROTTLED
 from app.settings import Settings
 from app.sinks.contract import SinkHealth
 from app.source.reader import BatchOutput, DeadLetter
@@ -26,8 +29,10 @@ class OutputWriter:
         stats: Stats,
         dlq_partitions: int,
         checkpoints: dict[int, PartitionCheckpoint],
+        limits: RecordLimits | None = None,
     ) -> None:
         self.settings = settings
+        self.limits = limits or RecordLimits.kafka_defaults()
         self.stats = stats
         self.dlq_partitions = dlq_partitions
         self.checkpoints = checkpoints  # the source stage's, one per source partition
@@ -47,13 +52,21 @@ class OutputWriter:
             checkpoint.add(
                 settings.internal_topic,
                 target,
-                [(None, value) for value in encode_events_bounded(events, MAX_RECORD_BYTES)],
+                [
+                    (None, value)
+                    for value in encode_events_bounded(
+                        events, min(MAX_RECORD_BYTES, self.limits.user_keyed)
+                    )
+                ],
             )
         if out.dead_letters:
             checkpoint.add(
                 settings.dlq_topic,
                 partition % self.dlq_partitions,
-                [(d.key, d.value, self.headers(partition, d)) for d in out.dead_letters],
+                [
+                    fit(d.key, d.value, self.headers(partition, d), self.limits.dead_letter)
+                    for d in out.dead_letters
+                ],
             )
             self._dead_lettered(partition, out.dead_letters)
         if out.first_late is not None and self._late_log.allow(partition):
@@ -86,4 +99,31 @@ class OutputWriter:
                     dead.offset,
                     dead.reason,
                     dead.detail,
+                    extra=THROTTLED,
                 )
+
+
+def fit(key: bytes | None, value: bytes | None, headers: list, limit: int) -> tuple:
+    """A dead letter that fits its topic's `limit`: as sent if it can be, else with its
+    value (and if need be its key) cut to fit and headers that say so, with the full
+    size and SHA-256 of what was cut. The record itself stays in the input topic, at
+    the partition and offset the headers name."""
+    key_size, value_size = len(key or b""), len(value or b"")
+    if key_size + value_size + headers_bytes(headers) <= limit:
+        return key, value, headers
+    cut = []
+    headers = [*headers, ("value_size", str(value_size).encode())]
+    headers.append(("value_sha256", hashlib.sha256(value or b"").hexdigest().encode()))
+    # what the headers take once they say what was cut (the key's pair included)
+    room = limit - headers_bytes(headers) - 128
+    if key_size > room // 4:
+        headers.append(("key_size", str(key_size).encode()))
+        headers.append(("key_sha256", hashlib.sha256(key).hexdigest().encode()))
+        key = key[: room // 4]
+        cut.append("key")
+    kept = (value or b"")[: max(0, room - len(key or b""))]
+    if len(kept) < value_size:
+        cut.append("value")
+    value = kept
+    headers.append(("truncated", ",".join(cut).encode()))
+    return key, value, headers

@@ -16,6 +16,7 @@ import orjson
 
 from app.errors import BadEvent
 from app.events import decode
+from app.limits import RecordLimits
 from app.source.partitioner import KeyPartitioner
 from app.timeutil import iso_utc
 from app.wire import ForwardedEvent
@@ -73,8 +74,10 @@ class BatchReader:
         enriched_partition: KeyPartitioner,
         user_partition: KeyPartitioner,
         lake_rows,
+        limits: RecordLimits | None = None,
     ) -> None:
         self.max_future_ms = max_future_ms
+        self.limits = limits or RecordLimits.kafka_defaults()
         self.enriched_partition = enriched_partition
         self.user_partition = user_partition
         self.lake_rows = lake_rows  # app.sinks.lake.LakeRows
@@ -93,6 +96,8 @@ class BatchReader:
         same_partitions = enriched_partition.partitions == user_partition.partitions
         add_lake_row = self.lake_rows.add
         dumps, join = orjson.dumps, b"".join
+        max_enriched = self.limits.enriched
+        lake_bytes = 0
         enriched, forward = out.enriched, out.forward
         for record in records:
             offset = record.offset
@@ -108,33 +113,49 @@ class BatchReader:
                         DeadLetter(record.key, record.value, offset, exc.reason, exc.detail)
                     )
                 continue
-            late = observe(event.event_time)
-            if offset >= lake_from:
-                add_lake_row(partition, offset, event, now_ms, late)
-            if not to_kafka:
-                continue
-            out.events += 1
+            event_time = event.event_time
+            late = event_time < clock.watermark  # what observe() says once it is taken
             user_id = event.user_id
             key = user_id.encode()
-            fields = event.fields
-            value = dict(fields)
+            value = dict(event.fields)
             value["user_id"] = user_id
-            value["event_time"] = iso_utc(event.event_time)
+            value["event_time"] = iso_utc(event_time)
             value["processing_time"] = processing_iso
             value["kafka_partition"] = partition
             value["kafka_offset"] = offset
             value["late"] = late
+            # orjson >= 3.12 returns its 4-KB working buffer: copied to its length, a
+            # batch's enriched values hold 20k x ~0.4 KB instead of 20k x 4 KB until sent
+            enriched_value = join((dumps(value), b""))
+            # Judged the same whether the record is read for every sink or the lake only,
+            # so that each sink holds the same records (docs/contract.md, Limits).
+            if len(key) + len(enriched_value) > max_enriched:
+                if to_kafka:
+                    size = len(key) + len(enriched_value)
+                    detail = (
+                        f"its enriched record would be {size:,} bytes, more than the "
+                        f"{max_enriched:,} its topic takes"
+                    )
+                    out.dead_letters.append(
+                        DeadLetter(record.key, record.value, offset, "too_large", detail)
+                    )
+                continue
+            observe(event_time)
+            if offset >= lake_from:
+                add_lake_row(partition, offset, event, now_ms, late)
+                lake_bytes += len(record.value)
+            if not to_kafka:
+                continue
+            out.events += 1
             target = enriched_partition(key)
             bucket = enriched.get(target)
             if bucket is None:
                 bucket = enriched[target] = []
-            # orjson >= 3.12 returns its 4-KB working buffer: copied to its length, a
-            # batch's enriched values hold 20k x ~0.4 KB instead of 20k x 4 KB until sent
-            bucket.append((key, join((dumps(value), b""))))
+            bucket.append((key, enriched_value))
             if late:
                 out.late += 1
                 if out.first_late is None:
-                    out.first_late = (offset, clock.watermark - event.event_time)
+                    out.first_late = (offset, clock.watermark - event_time)
                 continue
             if not same_partitions:
                 target = user_partition(key)
@@ -142,8 +163,10 @@ class BatchReader:
             if bucket is None:
                 bucket = forward[target] = []
             bucket.append(
-                (partition, offset, event.event_time, user_id, event.event_type, event.page_url)
+                (partition, offset, event_time, user_id, event.event_type, event.page_url)
             )
+        if lake_bytes:
+            self.lake_rows.added(partition, lake_bytes, clock.stream_time)
         self.lake_rows.seal(partition)  # to Arrow once there are enough open rows
         reader.next_offset = next_offset
         # what this pass handed to each sink (the open transaction, the lake buffer)

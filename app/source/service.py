@@ -25,7 +25,14 @@ from app import failpoints
 from app.commit.checkpoint import PartitionCheckpoint
 from app.commit.stage import BatchStage
 from app.errors import CommitFailed, Fenced
-from app.kafka_clients import KafkaClients, committed_offsets, create_topics, partition_count
+from app.kafka_clients import (
+    KafkaClients,
+    committed_offsets,
+    create_topics,
+    partition_count,
+    topic_limits,
+)
+from app.limits import RecordLimits
 from app.settings import Settings
 from app.source.lake_flusher import LakeFlusher
 from app.source.marks import Marks, clock_metadata, stream_time_of
@@ -45,7 +52,7 @@ class SourceStage(BatchStage):
     def __init__(
         self, settings: Settings, stats: Stats, lake, clients: KafkaClients | None = None, **kw
     ) -> None:
-        super().__init__(settings.commit_interval_ms, **kw)
+        super().__init__(settings.commit_interval_ms, stuck_after_ms=settings.stuck_after_ms, **kw)
         self.settings = settings
         self.stats = stats
         self.clients = clients or KafkaClients(settings)
@@ -59,8 +66,8 @@ class SourceStage(BatchStage):
         self.admin = None
         self.marks: Marks | None = None
         self.batch_reader: BatchReader | None = None
-        self._loop_task: asyncio.Task | None = None
         self.outputs: OutputWriter | None = None
+        self.limits = RecordLimits.kafka_defaults()
         self.verification_retries = VerificationRetries().install()
         self.commits = 0
         self.aborts = 0  # commits that failed (the partition was reopened)
@@ -82,26 +89,63 @@ class SourceStage(BatchStage):
         self.consumer = self.clients.consumer(self.group_id)
         await self.consumer.start()
         self.marks = Marks(self.topic, settings.idle_advance_ms, self.consumer)
+        await self.read_limits()
         enriched = await partition_count(self.admin, settings.enriched_topic)
         self.batch_reader = BatchReader(
             settings.max_future_ms,
             KeyPartitioner(enriched),
             KeyPartitioner(settings.partitions),
             self.lake.rows,
+            self.limits,
         )
         self.outputs = OutputWriter(
             settings,
             self.stats,
             await partition_count(self.admin, settings.dlq_topic),
             self.checkpoints,
+            self.limits,
         )
         self.consumer.subscribe([self.topic], listener=self.listener())
-        self._loop_task = asyncio.ensure_future(self._run())
+        self.loop_task = asyncio.ensure_future(self.run_loop())
+
+    async def read_limits(self) -> None:
+        """The largest records the output topics take, from the broker (docs/contract.md,
+        Limits): a valid record's outputs must fit them."""
+        settings = self.settings
+        topics = [settings.enriched_topic, settings.dlq_topic, settings.internal_topic]
+        found = await self.retry(lambda: topic_limits(self.admin, topics))
+        self.limits = RecordLimits.from_topics(found, *topics)
+        self.clients.max_batch_bytes = min(self.clients.max_batch_bytes, self.limits.smallest)
+        log.info(
+            "source: the topics take records of up to (max.message.bytes) %s; a valid "
+            "record's enriched record must fit in %d bytes, a dead letter is cut to %d",
+            ", ".join(f"{t} {n:,}" for t, n in found.items()),
+            self.limits.enriched,
+            self.limits.dead_letter,
+        )
+
+    async def refused_as_too_large(self, exc: CommitFailed) -> None:
+        """The broker refused a record that the limits let through (a topic's limit was
+        lowered since they were read, say): read them again, smaller each time the
+        broker's answer did not change them, so the partition, reopened, judges its
+        records again and sets the one that does not fit aside (`too_large`)."""
+        before = self.limits
+        await self.read_limits()
+        if self.limits.smallest >= before.smallest:
+            self.limits = before.tightened()
+        self.batch_reader.limits = self.outputs.limits = self.limits
+        self.stats.on_rejected("kafka", "too_large")
+        log.warning(
+            "source: %s: the broker refused a record as too large; records are judged "
+            "again against %s and the one that does not fit is dead-lettered",
+            exc,
+            self.limits,
+        )
 
     async def on_stop(self) -> None:
         """SIGTERM: commit what was read, flush the lake, leave the group, all within
         `stop_by`; the next owner reads what is left again."""
-        await self.stop_loop(self._loop_task, grace_s=self.left_s(0.25))
+        await self.stop_loop(self.loop_task, grace_s=self.left_s(0.25))
         if not self.outages.down("kafka"):
             await self.bounded(self._commit_all(), 0.3, "the last commit")
         left = {
@@ -128,16 +172,35 @@ class SourceStage(BatchStage):
 
     async def assign(self, partitions: set[int]) -> None:
         async with self._lock:
-            new = sorted(partitions - set(self.readers))
-            if new:
-                await self._open(new)
+            self.unopened |= partitions - set(self.readers)
+            await self.open_unopened()
+
+    async def open_partition(self, partition: int) -> None:
+        await self._open([partition])
+
+    async def reopen_all(self) -> None:
+        """After an unexpected error: every partition from what its sinks hold. What the
+        lake buffered is dropped and read again from the table's position."""
+        partitions = sorted(p for p in self.readers if p not in self.fenced)
+        self.lake.rows.drop(set(partitions))
+        for partition in partitions:
+            self.readers.pop(partition, None)
+            checkpoint = self.checkpoints.pop(partition, None)
+            if checkpoint is not None:
+                await checkpoint.close()
+            self.unopened.add(partition)
+        await self.open_unopened()
 
     async def _open(self, partitions: list[int], lake_from: dict[int, int] | None = None) -> None:
         """Fence each partition's previous owner, then read where it stands and position
         it there. `lake_from`: where the lake buffer already stands (a reopened
         partition keeps what it buffered), instead of the lake table's position."""
+        self.unopened.update(partitions)  # until they are open: the supervisor tries again
         for partition in partitions:
             self.fenced.pop(partition, None)
+            previous = self.checkpoints.pop(partition, None)
+            if previous is not None:
+                await previous.close()
             self.checkpoints[partition] = await PartitionCheckpoint.open(
                 self.clients.producer,
                 f"{self.settings.app_id}-{self.topic}-{partition}",
@@ -164,6 +227,7 @@ class SourceStage(BatchStage):
             else:
                 self.lake.repositioned(tp.partition)
             self._position(tp.partition, kafka, lake)
+            self.unopened.discard(tp.partition)
 
     def kafka_failed(self, exc: BaseException) -> None:
         self.outputs.health.failed(f"{type(exc).__name__}: {exc}")
@@ -196,6 +260,8 @@ class SourceStage(BatchStage):
             except Exception as exc:
                 log.warning("source: commit before giving up %s failed: %s", partitions, exc)
             await self.lake.release(partitions, self.readers)
+            self.unopened -= partitions
+            self.progress.forget(partitions)
             for partition in partitions:
                 self.readers.pop(partition, None)
                 self.committed.pop(partition, None)
@@ -205,10 +271,6 @@ class SourceStage(BatchStage):
                     await checkpoint.close()
 
     # -- the loop ------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while not self.stopping:
-            await self.poll()
 
     async def poll(self, commit: bool | None = None) -> None:
         """One turn of the loop: fetch, hand to the sinks, commit when due."""
@@ -224,6 +286,7 @@ class SourceStage(BatchStage):
             await self.reopen_fenced()
             for partition, position in self.lake.take_moved().items():
                 self.lake_moved(partition, position)
+            self._watch_progress()
         self.lake.maybe_flush(self.readers)
         self.lake.maybe_maintain(self.readers)
 
@@ -249,6 +312,11 @@ class SourceStage(BatchStage):
                 self.outputs.write(tp.partition, out, self.checkpoints[tp.partition])
                 failpoints.reach("mid-batch")
 
+    def _watch_progress(self) -> None:
+        for partition, (offset, _) in self.committed.items():
+            high = self.consumer.highwater(TopicPartition(self.topic, partition))
+            self.progress.observe(partition, offset, None if high is None else high - offset)
+
     # -- committing ----------------------------------------------------------
 
     async def _commit_all(self, only: set[int] | None = None) -> None:
@@ -264,8 +332,11 @@ class SourceStage(BatchStage):
         if checkpoint.closed:  # its last commit was cut short: the next owner reads it
             return
         committed_offset = self.committed[partition][0]
-        if reader.next_offset < committed_offset:
-            return  # read again for the lake only: the committed offset never moves back
+        # Read again for the lake only (after a lake fence): the checkpoint holds outputs
+        # up to kafka_from, so a commit at a lower offset would claim fewer records than
+        # it makes visible; and the committed offset never moves back.
+        if reader.next_offset < max(committed_offset, reader.kafka_from):
+            return
         mark = self.marks.due(partition, reader)
         if mark is not None:
             for target in range(self.settings.partitions):
@@ -284,8 +355,11 @@ class SourceStage(BatchStage):
             return
         except CommitFailed as exc:
             self.aborts += 1
-            self.outputs.health.failed(str(exc))
-            self.kafka_failed(exc)
+            if exc.too_large:  # a data error: the records are judged again, not retried
+                await self.refused_as_too_large(exc)
+            else:
+                self.outputs.health.failed(str(exc))
+                self.kafka_failed(exc)
             if not self.stopping:  # stopping: the next owner reads it again
                 await self.reopen(partition)
             return

@@ -21,6 +21,7 @@ The Faust agent in agents/stateful.py runs `run`, the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -51,7 +52,11 @@ class StatefulStage(BatchStage):
     ) -> None:
         # Its commits hand rows to PostgreSQL, which they reach SINK_FLUSH after changing
         # at most; committing more often costs a transaction per partition each time.
-        super().__init__(max(settings.commit_interval_ms, settings.sink_flush_ms), **kwargs)
+        super().__init__(
+            max(settings.commit_interval_ms, settings.sink_flush_ms),
+            stuck_after_ms=settings.stuck_after_ms,
+            **kwargs,
+        )
         self.settings = settings
         self.sink = sink  # app.sinks.postgres.PostgresSink
         self.clients = clients or KafkaClients(settings)
@@ -63,7 +68,6 @@ class StatefulStage(BatchStage):
         self.reader = None  # restores read the changelog with it
         self.admin = None
         self._started_consumer = asyncio.Event()
-        self._loop_task: asyncio.Task | None = None
         # Numbers of the batches handed to PostgreSQL, which confirms them in order: one
         # sequence for every partition and ownership, so a number confirms only what was
         # handed over under it.
@@ -121,10 +125,8 @@ class StatefulStage(BatchStage):
     async def run(self) -> None:
         """The loop; agents/stateful.py runs it as the stage's Faust agent."""
         await self._started_consumer.wait()
-        self._loop_task = asyncio.current_task()
         try:
-            while not self.stopping:
-                await self.poll()
+            await self.run_loop()
         except asyncio.CancelledError:
             if not self.stopping:
                 raise  # Faust's supervisor starts the agent again
@@ -137,22 +139,25 @@ class StatefulStage(BatchStage):
             if generation != self._generation:
                 self._read_again(batches)
                 return
-            try:
-                wall = self.wall()
-                for tp, records in batches.items():
-                    part = self.parts.get(tp.partition)
-                    if part is not None:
-                        part.apply(records, wall)
-                for part in self.parts.values():
-                    part.tick(wall)
-                if self.commit_due(commit):
-                    await self._commit_all()
-                await self.reopen_fenced()
-            except Exception:  # a bug: never die on a record, start from what is durable
-                log.exception("stateful: unexpected error; restoring every partition")
-                await self._reopen_all()
+            wall = self.wall()
+            for tp, records in batches.items():
+                part = self.parts.get(tp.partition)
+                if part is not None:
+                    part.apply(records, wall)
+            for part in self.parts.values():
+                part.tick(wall)
+            if self.commit_due(commit):
+                await self._commit_all()
+            await self.reopen_fenced()
+            self._watch_progress()
 
-    async def _reopen_all(self) -> None:
+    def _watch_progress(self) -> None:
+        for partition, part in self.parts.items():
+            high = self.consumer.highwater(TopicPartition(self.topic, partition))
+            offset = part.committed_input
+            self.progress.observe(partition, offset, None if high is None else high - offset)
+
+    async def reopen_all(self) -> None:
         for partition, part in list(self.parts.items()):
             await part.checkpoint.close()
             del self.parts[partition]
@@ -161,7 +166,7 @@ class StatefulStage(BatchStage):
     async def on_stop(self) -> None:
         """SIGTERM: commit what was applied and leave the group, within `stop_by`; the
         next owner restores the rest from the changelog and reads its input again."""
-        await self.stop_loop(self._loop_task, grace_s=self.left_s(0.25))
+        await self.stop_loop(self.loop_task, grace_s=self.left_s(0.25))
         if not self.outages.down("kafka"):
             await self.bounded(self._commit_all(), 0.3, "the last commit")
         left = {
@@ -194,13 +199,17 @@ class StatefulStage(BatchStage):
         async with self._lock:
             # the group generation this assignment belongs to (aiokafka keeps it there)
             self.sink.assign(partitions, self.consumer._coordinator.generation)
-            for partition in sorted(partitions - set(self.parts)):
-                await self._open(partition)
+            self.unopened |= partitions - set(self.parts)
+            await self.open_unopened()
+
+    async def open_partition(self, partition: int) -> None:
+        await self._open(partition)
 
     async def _open(self, partition: int, local: LocalState | None = None) -> None:
         """Fence the previous owner, restore the state, read the input from there."""
         source = TopicPartition(self.topic, partition)
         self.fenced.pop(partition, None)
+        self.unopened.add(partition)  # until it is open: the supervisor tries again
         checkpoint = await PartitionCheckpoint.open(
             self.clients.producer,
             f"{self.topic}-{partition}",  # the topic's name starts with the app id
@@ -209,17 +218,27 @@ class StatefulStage(BatchStage):
             stage="stateful",
             on_error=self.kafka_failed,
         )
-        if local is None:
-            local = await asyncio.to_thread(LocalState, self.store_dir / f"p{partition}")
-        changelog_tp = TopicPartition(self.changelog_topic, partition)
-        timeout_ms = self.settings.session_timeout_ms
-        part = await self.retry(
-            lambda: restore(local, self.reader, changelog_tp, checkpoint, timeout_ms)
-        )
-        if part.input_next is None:  # no state yet: the topic's beginning
-            offsets = await self.retry(lambda: self.consumer.beginning_offsets([source]))
-            part.input_next = part.committed_input = offsets[source]
+        try:
+            if local is None:
+                local = await asyncio.to_thread(LocalState, self.store_dir / f"p{partition}")
+            changelog_tp = TopicPartition(self.changelog_topic, partition)
+            timeout_ms = self.settings.session_timeout_ms
+            part = await self.retry(
+                lambda: restore(local, self.reader, changelog_tp, checkpoint, timeout_ms)
+            )
+            if part.input_next is None:  # no state yet: the topic's beginning
+                offsets = await self.retry(lambda: self.consumer.beginning_offsets([source]))
+                part.input_next = part.committed_input = offsets[source]
+        except BaseException:
+            # cancelled by a revocation, or failed: nothing else holds the store, whose
+            # lock would refuse the partition's next opening
+            if local is not None:
+                local.close()
+            with contextlib.suppress(BaseException):  # a second cancel: it closes anyway
+                await asyncio.shield(checkpoint.close())
+            raise
         self.parts[partition] = part
+        self.unopened.discard(partition)
         self._generation += 1
         self.consumer.seek(source, part.input_next)
         self.consumer.resume(source)
@@ -251,6 +270,8 @@ class StatefulStage(BatchStage):
                 )
             except Exception as exc:  # the next owner restores from the changelog
                 log.warning("stateful: commit before giving up %s failed: %s", partitions, exc)
+            self.unopened -= partitions
+            self.progress.forget(partitions)
             for partition in partitions:
                 await self._close(partition)
                 self.fenced.pop(partition, None)

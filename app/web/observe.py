@@ -118,6 +118,34 @@ def sink_fields(sink) -> dict:
     }
 
 
+def stage_fields(stage) -> dict:
+    """A stage's loop (app/commit/stage.py) and its partitions that make no progress."""
+    return {
+        "alive": stage.alive,
+        "loop_errors": stage.loop_errors,
+        "last_loop_error": stage.last_loop_error,
+        "last_turn_age_s": round(time.monotonic() - stage.last_turn, 3),
+        "unopened_partitions": sorted(stage.unopened),
+        "stuck_partitions": [
+            {"partition": s.partition, "offset": s.offset, "lag": s.lag, "for_s": s.for_s}
+            for s in stage.progress.stuck()
+        ],
+    }
+
+
+def rejected(worker) -> list[dict]:
+    """Rows and records sinks set aside as never writable, by sink and reason."""
+    counts = [
+        {"sink": sink, "reason": reason, "count": n}
+        for (sink, reason), n in worker.stats.rejected.items()
+    ]
+    counts += [
+        {"sink": "postgres", "reason": sqlstate, "count": n}
+        for sqlstate, n in worker.postgres.rejected.items()
+    ]
+    return sorted(counts, key=lambda c: (c["sink"], c["reason"]))
+
+
 async def snapshot(worker) -> dict:
     """The `/api/stats` document."""
     settings, stats = worker.settings, worker.stats
@@ -224,6 +252,9 @@ async def snapshot(worker) -> dict:
         "event_loop_lag": stats.loop_lag.snapshot(),
         "totals": totals,
         "dead_letter_reasons": dict(sorted(stats.dead_letter_reasons.items())),
+        # rows a sink refused as data, set aside (PostgreSQL: in rejected_rows)
+        "rejected": rejected(worker),
+        "stages": {"source": stage_fields(source), "stateful": stage_fields(stateful)},
         "sources": sources,
         "user_partitions": user_partitions,
         # PostgreSQL and the lake as before; every sink alike under "sinks"

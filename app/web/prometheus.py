@@ -93,6 +93,37 @@ def render(snap: dict) -> str:
         [({"reason": r}, n) for r, n in snap["dead_letter_reasons"].items()],
     )
     out.add(
+        "pipeline_rows_rejected_total",
+        "counter",
+        "Rows or records a sink refused as data (never writable) and set aside, by sink "
+        "and reason (PostgreSQL: SQLSTATE; the rows are in rejected_rows).",
+        [({"sink": r["sink"], "reason": r["reason"]}, r["count"]) for r in snap["rejected"]],
+    )
+    stages = snap["stages"]
+    out.add(
+        "pipeline_stage_up",
+        "gauge",
+        "1 while the stage's supervised loop runs.",
+        [({"stage": name}, st["alive"]) for name, st in stages.items()],
+    )
+    out.add(
+        "pipeline_stage_loop_errors_total",
+        "counter",
+        "Unexpected errors the stage's supervisor caught (each followed by a restart).",
+        [({"stage": name}, st["loop_errors"]) for name, st in stages.items()],
+    )
+    out.add(
+        "pipeline_partition_stuck",
+        "gauge",
+        "1 for a partition with records to process and no progress for STUCK_AFTER; "
+        "the offset it is stuck at is in /api/stats.",
+        [
+            ({"stage": name, "partition": s["partition"]}, 1)
+            for name, st in stages.items()
+            for s in st["stuck_partitions"]
+        ],
+    )
+    out.add(
         "transactions_committed_total",
         "counter",
         "Kafka transactions committed by the source stage (outputs plus source offsets).",

@@ -6,7 +6,8 @@
 - `/api/sessions?minutes=N`   sessions by status, open sessions per minute       (PostgreSQL)
 - `/api/sessions/{user_id}`   one user's sessions                                (PostgreSQL)
 - `/api/stats`                this worker's partitions: clocks, lag, counters, sinks
-- `/api/health`               PostgreSQL reachable and the lake writable: 200, else 503
+- `/api/health`               PostgreSQL reachable, the lake writable, both stages' loops
+                              running and no partition stuck: 200, else 503
 - `/metrics`                  Prometheus text of `/api/stats`
 
 PostgreSQL holds the results of every worker, so any worker answers the window and
@@ -143,11 +144,16 @@ def register(worker) -> None:
         lake_health = worker.source.lake.health
         lake = {"ok": lake_health.ok, "error": None if lake_health.ok else lake_health.last_error}
         assigned = observe.assigned_partitions(worker)
-        ok = postgres["ok"] and lake["ok"]
+        stages = {
+            name: observe.stage_fields(stage)
+            for name, stage in (("source", worker.source), ("stateful", worker.stateful))
+        }
+        loops_ok = all(st["alive"] and not st["stuck_partitions"] for st in stages.values())
+        ok = postgres["ok"] and lake["ok"] and loops_ok
         payload = {
             "status": "ok" if ok else "degraded",
             "worker": observe.worker_identity(settings)["id"],
-            "checks": {"postgres": postgres, "lake": lake},
+            "checks": {"postgres": postgres, "lake": lake, "stages": stages},
             "assigned_partitions": assigned,
             "rebalancing": worker.source.rebalancing or worker.stateful.rebalancing,
         }

@@ -76,11 +76,13 @@ async def drop_database(database_url: str, name: str) -> None:
         await conn.close()
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+async def create_topic(
+    bootstrap: str, name: str, partitions: int, configs: dict[str, str] | None = None
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
     finally:
         await admin.close()
 

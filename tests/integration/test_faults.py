@@ -28,7 +28,6 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -42,6 +41,7 @@ from devstack.postgres import PostgresServer
 from tests.integration import scenario
 from tests.integration.checks import diff, lake_offsets, read_rows, read_topic
 from tests.integration.conftest import create_topic, wait_for
+from tests.integration.web_support import api
 
 pytestmark = pytest.mark.integration
 
@@ -123,22 +123,6 @@ async def send_paced(
         return len(delivered)
     finally:
         await producer.stop()
-
-
-async def api(worker, path: str) -> tuple[int, dict | str | None]:
-    """(status, JSON or text) of a worker endpoint; (0, error) when it does not answer."""
-    url = f"http://127.0.0.1:{worker.env['WEB_PORT']}{path}"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            http.get(url) as response,
-        ):
-            body = await response.read()
-            if response.content_type == "application/json":
-                return response.status, orjson.loads(body)
-            return response.status, body.decode()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return 0, f"{type(exc).__name__}: {exc}"
 
 
 def web_port() -> str:

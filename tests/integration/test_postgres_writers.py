@@ -4,6 +4,9 @@ overwrite the rows of the partition's new owner."""
 
 from __future__ import annotations
 
+import random
+import string
+
 import asyncpg
 import pytest
 
@@ -12,6 +15,8 @@ from tables.aggregator import Changes
 from tables.sessions import ENDED, SessionRow
 
 T = 1_769_679_060_000
+# too large for a btree index row even compressed (a repeated letter would compress)
+INCOMPRESSIBLE_URL = "/" + "".join(random.Random(6).choices(string.ascii_letters, k=9_000))
 
 
 async def page_views(url: str) -> dict[str, int]:
@@ -142,3 +147,92 @@ async def test_a_worker_frozen_inside_a_transaction_does_not_hold_the_others_up(
         await frozen.pool.release(conn)
         await frozen.pool.close()
         await other.pool.close()
+
+
+async def test_a_row_postgres_can_never_store_is_set_aside_and_the_rest_of_its_batch_lands(
+    fresh_db,
+):
+    """U+0000, a key too large for its index, beside good rows in one batch: the good rows
+    are written in the same flush, the bad ones are in rejected_rows with their reason,
+    and the batch is confirmed (its outbox rows can go). Before this, the whole batch
+    was put back and retried for ever as if PostgreSQL were away."""
+    sink = await sink_for(fresh_db, {0, 1}, generation=1)
+    try:
+        good = SessionRow('O\'Brien "dq"; DROP TABLE user_sessions;--', T, T + 1_000, ENDED)
+        bad_session = SessionRow("nul\x00user", T, T + 1_000, ENDED)
+        sink.add(
+            0,
+            Changes(
+                page_views={(T, "/ok"): 2, (T, "/nul\x00"): 1, (T, INCOMPRESSIBLE_URL): 5},
+                sessions={(good.user_id, T): good, (bad_session.user_id, T): bad_session},
+                active_users={T: 3},
+            ),
+            batch=1,
+        )
+        sink.add(1, Changes(page_views={(T, "/ok"): 1}), batch=4)
+        await sink.flush()
+
+        assert await page_views(fresh_db) == {"/ok": 3}
+        assert sink.confirmed == {0: 1, 1: 4}
+        assert not sink.pending
+        conn = await asyncpg.connect(fresh_db)
+        try:
+            users = [r["user_id"] for r in await conn.fetch("SELECT user_id FROM user_sessions")]
+            assert users == [good.user_id]
+            assert await conn.fetchval("SELECT active_user_count FROM active_users") == 3
+            rejected = await conn.fetch(
+                "SELECT table_name, row_key, sqlstate, times FROM rejected_rows ORDER BY 1, 2"
+            )
+        finally:
+            await conn.close()
+        assert [(r["table_name"], r["sqlstate"]) for r in rejected] == [
+            ("page_view_counts", "54000"),  # index row size exceeds the btree maximum
+            ("page_view_counts", "22021"),  # invalid byte sequence for encoding "UTF8": 0x00
+            ("user_sessions", "22021"),
+        ]
+        assert "\\u0000" in rejected[1]["row_key"] and "sha256" in rejected[0]["row_key"]
+        assert sum(sink.rejected.values()) == 3
+
+        # the same rows again (a restart re-upserts its state): counted, not duplicated
+        sink.add(0, Changes(page_views={(T, "/nul\x00"): 1}), batch=2)
+        await sink.flush()
+        conn = await asyncpg.connect(fresh_db)
+        try:
+            times = await conn.fetchval(
+                "SELECT times FROM rejected_rows WHERE row_key LIKE '%nul%' "
+                "AND table_name = 'page_view_counts'"
+            )
+        finally:
+            await conn.close()
+        assert times == 2
+    finally:
+        await sink.pool.close()
+
+
+async def test_rows_kept_across_a_move_away_and_back_are_not_written_under_the_new_generation(
+    fresh_db,
+):
+    """A -> B -> A: rows A made under its first generation, kept because their write
+    failed, must not land under A's new generation over what A's restored state (and
+    B) wrote since; they are dropped and A writes its state again."""
+    a = await sink_for(fresh_db, {0}, generation=1)
+    b = None
+    try:
+        a.add(0, Changes(page_views={(T, "/a"): 1}), batch=1)
+        stale = a.pending
+        a.pending = type(stale)()
+        b = await sink_for(fresh_db, {0}, generation=2)  # B owns it for a while
+        b.add(0, Changes(page_views={(T, "/a"): 5}), batch=1)
+        await b.flush()
+        a.assign({0}, 3)  # and A again, under a newer generation
+        a.add(0, Changes(page_views={(T, "/a"): 6}), batch=2)
+        await a.flush()
+        # the old rows come back (their write had failed) and are flushed
+        stale.merge_back(a.pending)
+        a.pending = stale
+        await a.flush()
+        assert await page_views(fresh_db) == {"/a": 6}
+    finally:
+        for sink in (a, b):
+            if sink is not None:
+                await sink.pool.close()

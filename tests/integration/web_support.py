@@ -207,3 +207,19 @@ def open_at(sessions: dict, t: int) -> int:
     return sum(
         1 for (_, start), (end, _) in sessions.items() if start <= t and (end is None or end > t)
     )
+
+
+async def api(worker, path: str) -> tuple[int, dict | str | None]:
+    """(status, JSON or text) of a worker endpoint; (0, error) when it does not answer."""
+    url = f"http://127.0.0.1:{worker.env['WEB_PORT']}{path}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(url) as response,
+        ):
+            body = await response.read()
+            if response.content_type == "application/json":
+                return response.status, orjson.loads(body)
+            return response.status, body.decode()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return 0, f"{type(exc).__name__}: {exc}"

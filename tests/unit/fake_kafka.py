@@ -9,7 +9,7 @@ are assigned partitions by the test (`FakeKafka.assign`), which runs the stage's
 rebalance listener as aiokafka would.
 
 Every step a commit takes can be made to fail (`FakeKafka.fail`): `init`, `send`
-(the broker refuses a batch), `offsets`, `commit` (the request fails, nothing
+(the broker refuses a batch, retriably), `offsets`, `commit` (the request fails, nothing
 happens), `commit-reply` (the commit happens, its reply is lost), and `hang-send`
 (a send that never completes). Mirrors the aiokafka calls the stages make; what the
 stages do not call is not here.
@@ -28,6 +28,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import (
     KafkaConnectionError,
     MessageSizeTooLargeError,
+    NotEnoughReplicasError,
     ProducerFenced,
     TopicAlreadyExistsError,
 )
@@ -78,6 +79,9 @@ class FakeKafka:
         self.faults: dict[str, list[int]] = {}  # step -> [calls to let pass, calls to fail]
         self.commits = 0
         self.clock = itertools.count(1)
+        # every topic's max.message.bytes: a larger record is refused, as the broker does
+        self.max_message_bytes = 1_048_588
+        self.max_batch_bytes = 1 << 20  # as KafkaClients: the stage may lower it
 
     # -- the broker ----------------------------------------------------------
 
@@ -277,7 +281,14 @@ class FakeProducer:
         except ProducerFenced as exc:
             future.set_exception(exc)
             return future
+        too_large = any(
+            len(key or b"") + len(value or b"") + 100 > self.kafka.max_message_bytes
+            for key, value, _ in batch.records
+        )
         if self.kafka._fault("send"):
+            future.set_exception(NotEnoughReplicasError())
+            return future
+        if too_large:
             future.set_exception(MessageSizeTooLargeError())
             return future
         base = None
@@ -434,6 +445,17 @@ class FakeAdmin:
                 raise TopicAlreadyExistsError()
             compact = (topic.topic_configs or {}).get("cleanup.policy") == "compact"
             self.kafka.create_topic(topic.name, topic.num_partitions, compact)
+
+    async def describe_configs(self, resources) -> list:
+        """max.message.bytes of topics, as the broker's DescribeConfigs answers it."""
+        return [
+            SimpleNamespace(
+                resources=[
+                    (0, "", 2, r.name, [("max.message.bytes", str(self.kafka.max_message_bytes))])
+                    for r in resources
+                ]
+            )
+        ]
 
     async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
         return [

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from app.errors import BadEvent
 from app.events import MAX_WRITABLE_DEPTH, Event, decode, iso_utc, parse_event_time
+from app.limits import MAX_PAGE_URL_BYTES, MAX_USER_ID_BYTES
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FUTURE = 5 * 60_000
@@ -162,7 +163,13 @@ def test_event_time_exactly_max_future_ahead_is_accepted():
         (record(event_time="1969-12-31T23:59:59Z"), "bad_event_time"),
         (record(event_time=NOW + MAX_FUTURE + 1), "future_event_time"),
         (record(event_time="2026-01-29T10:05:00.001Z"), "future_event_time"),
-        (record(page_url="/" + "x" * 1_000_000), "too_large"),
+        (record(page_url="/" + "x" * 1_000_000), "page_url_too_long"),
+        (record(page_url="/" + "x" * MAX_PAGE_URL_BYTES), "page_url_too_long"),
+        (record(page_url="/" + "é" * (MAX_PAGE_URL_BYTES // 2)), "page_url_too_long"),
+        (record(user_id="u" * (MAX_USER_ID_BYTES + 1)), "user_id_too_long"),
+        (record(user_id="🙂" * (MAX_USER_ID_BYTES // 4 + 1)), "user_id_too_long"),
+        (record(page_url="/home\u0000"), "nul_character"),
+        (record(user_id="\u0000"), "nul_character"),
         (record(user_id=..., padding="x" * 1_000_000), "missing_field"),
         (record(nested=nested(MAX_WRITABLE_DEPTH)), "too_deep"),
         # the shortest object that deep: the check's length bound must not skip it
@@ -177,6 +184,17 @@ def test_a_record_nested_as_deep_as_can_be_written_again_is_valid():
     raw = record(nested=nested(MAX_WRITABLE_DEPTH - 1))  # the record's own object is one
     orjson.dumps(decode(raw, NOW, MAX_FUTURE).fields)
     decode(record(text="[" * 300), NOW, MAX_FUTURE)  # brackets in a string nest nothing
+
+
+def test_the_longest_storable_strings_and_unusual_ones_are_carried_exactly():
+    longest_user = "🙂" * (MAX_USER_ID_BYTES // 4)
+    longest_url = "/" + "é" * ((MAX_PAGE_URL_BYTES - 1) // 2)
+    odd_url = '/p?q=\'; DROP TABLE page_view_counts;--&x="ü"\\'
+    for user_id, page_url in ((longest_user, longest_url), ('O\'Brien "dq"', odd_url)):
+        event = decode(record(user_id=user_id, page_url=page_url), NOW, MAX_FUTURE)
+        assert (event.user_id, event.page_url) == (user_id, page_url)
+    assert len(longest_user.encode()) == MAX_USER_ID_BYTES
+    assert MAX_PAGE_URL_BYTES - 1 <= len(longest_url.encode()) <= MAX_PAGE_URL_BYTES
 
 
 def test_missing_page_url_detail_names_the_field():

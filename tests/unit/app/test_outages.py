@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from app import outages
-from app.outages import LogGovernor, Outages
+from app.outages import THROTTLED, LogGovernor, Outages
 
 
 class Clock:
@@ -96,3 +96,22 @@ def test_the_same_warning_is_written_once_a_minute_with_a_count(clock, written):
         "source: commit of partition 0 failed (and 3 more like it in the last minute)",
     ]
     assert governor.left_out == 3
+
+
+def test_a_line_its_writer_throttles_per_reason_is_not_held_back_for_its_template(clock, written):
+    """The dead-letter line is limited at its source to once a minute per reason: a
+    second reason in the same minute must be written, not taken for a repeat."""
+    governor = LogGovernor(Outages())
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(governor)
+    mine = logging.getLogger("app.source.outputs")
+    try:
+        for reason in ("user_id_too_long", "too_large"):
+            mine.warning("source: dead-lettered: %s", reason, extra=THROTTLED)
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(governor)
+    assert written == [
+        "source: dead-lettered: user_id_too_long",
+        "source: dead-lettered: too_large",
+    ]

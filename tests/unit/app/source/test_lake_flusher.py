@@ -9,6 +9,7 @@ import time
 from app.events import Event
 from app.settings import Settings
 from app.sinks.lake import LakeFenced, LakePosition
+from app.sinks.lake.rows import SEAL_BYTES
 from app.source import lake_flusher
 from app.source.lake_flusher import LakeFlusher
 from app.source.reader import PartitionReader
@@ -125,3 +126,31 @@ def test_reading_the_lake_positions_leaves_the_event_loop_running():
         assert ticks >= 20, f"the loop ran {ticks} times in 0.6 s"
 
     asyncio.run(scenario())
+
+
+def test_the_lake_records_the_clock_of_its_rows_not_of_a_reader_reopened_since():
+    """Rows buffered at stream time T + 1 min, then the partition reopened (its reader
+    now at its committed clock, T - 10 min) with the buffer kept: the lake commit must
+    record T + 1 min beside its last offset, the clock a reader resuming there needs."""
+    flusher, readers, _ = flusher_with_rows(3)
+    flusher.rows.added(0, 300, T + 60_000)
+    readers[0] = PartitionReader(0, SourceClock(120_000, T - 600_000), 0, 0, 0)
+    batches, clocks = flusher._take(readers)
+    assert clocks == {0: T + 60_000} and len(batches[0]) == 3
+
+
+def test_reading_waits_past_the_byte_bound_as_well_as_the_row_bound():
+    """1 MB records: a few of them reach LAKE_BUFFER_BYTES long before the row bound."""
+    flusher = LakeFlusher(
+        BrokenLake(), Settings(lake_flush_rows=1_000, lake_buffer_bytes=3 << 20), Stats()
+    )
+    for offset in range(2):
+        flusher.rows.add(0, offset, Event(T, "u", "click", "/a", {"blob": "x"}), T, False)
+    flusher.rows.added(0, 2 << 20, T)
+    assert not flusher.full()
+    flusher.rows.add(0, 2, Event(T, "u", "click", "/a", {"blob": "x"}), T, False)
+    flusher.rows.added(0, 1 << 20, T)
+    assert flusher.full() and flusher.pending_rows() == 3
+    flusher.rows.added(0, SEAL_BYTES, T)
+    flusher.rows.seal(0)  # past SEAL_BYTES: sealed although far below SEAL_ROWS rows
+    assert flusher.rows.rows() == 3 and flusher.rows.nbytes() < 1 << 20  # Arrow's size

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import orjson
 
+from app.limits import RecordLimits
 from app.sinks.lake import LakeRows
 from app.sinks.lake.rows import SEAL_ROWS
 from app.source.partitioner import KeyPartitioner
@@ -153,3 +154,36 @@ def test_a_record_nested_too_deep_to_write_again_is_a_dead_letter_and_the_batch_
     assert [(d.offset, d.reason) for d in out.dead_letters] == [(0, "too_deep")]
     assert [orjson.loads(v)["kafka_offset"] for vs in out.enriched.values() for _, v in vs] == [1]
     assert lake_offsets(rows) == [1]
+
+
+def test_a_record_whose_enriched_form_does_not_fit_is_dead_lettered_on_every_path():
+    """Too large for the enriched topic (docs/contract.md, Limits): dead-lettered with
+    `too_large`, left out of the lake, and its event time moves no clock, whether it is
+    read for every sink or again for the lake only (each sink holds the same records)."""
+    limits = RecordLimits(enriched=2_000, dead_letter=100_000, user_keyed=100_000)
+    big = event(T + 5 * MIN, blob="x" * 2_000)
+    records = [Record(0, event(T)), Record(1, big), Record(2, event(T - 3 * MIN))]
+    for kafka_from in (0, 3):  # every sink; the lake only
+        rows = LakeRows()
+        read = BatchReader(5 * MIN, KeyPartitioner(4), KeyPartitioner(4), rows, limits)
+        r = reader(kafka_from=kafka_from)
+        out = read.read(r, records, now_ms=T + 10 * MIN)
+        assert lake_offsets(rows) == [0, 2]
+        assert r.clock.stream_time == T  # the big record's time counted nowhere
+        if kafka_from == 0:
+            assert [(d.offset, d.reason) for d in out.dead_letters] == [(1, "too_large")]
+            assert "more than the 2,000" in out.dead_letters[0].detail
+            enriched = [orjson.loads(v) for rs in out.enriched.values() for _, v in rs]
+            assert [(e["kafka_offset"], e["late"]) for e in enriched] == [(0, False), (2, True)]
+        else:
+            assert not out
+
+
+def test_the_lake_keeps_the_clock_after_its_rows_and_their_size():
+    read, rows = batch_reader()
+    r = reader()
+    read.read(r, [Record(0, event(T)), Record(1, event(T + MIN)), Record(2, b"bad")], T + MIN)
+    assert rows.clock(2) == T + MIN
+    assert rows.nbytes() == len(event(T)) + len(event(T + MIN))
+    r.clock.stream_time = T - 10 * MIN  # a reopened reader's clock is not the rows'
+    assert rows.clock(2) == T + MIN

@@ -4,6 +4,7 @@ input record is in the enriched topic exactly once for a read_committed reader."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -36,7 +37,7 @@ async def started(kafka: FakeKafka, tmp_path) -> SourceStage:
     settings = settings_for(tmp_path)
     stage = SourceStage(settings, Stats(), LakeTable(settings.lake_dir, "t"), kafka)
     await stage.on_start()
-    stage._loop_task.cancel()  # the test steps it with poll()
+    stage.loop_task.cancel()  # the test steps it with poll()
     return stage
 
 
@@ -122,3 +123,102 @@ async def test_a_fenced_partition_commits_nothing_and_is_opened_again_if_still_a
     with pytest.raises(Exception):  # noqa: B017 - B is fenced now, whatever it raises
         await b.checkpoints[0].commit(10**6)
     exactly_once(kafka, 60)
+
+
+async def test_an_unexpected_error_in_the_loop_is_logged_and_the_loop_goes_on(
+    tmp_path, monkeypatch, caplog
+):
+    """A bug or an error nobody classified, raised in a turn: the supervisor logs it with
+    its traceback and opens every partition again from what is committed. Before, the
+    source loop's task ended and the stage read nothing more while /api/health said
+    200."""
+    kafka = FakeKafka()
+    kafka.create_topic(INPUT, 2)
+    stage = await started(kafka, tmp_path)
+    await kafka.assign(stage.consumer, {0, 1})
+    monkeypatch.setattr(stage_module, "Backoff", lambda *a: _NoWait())
+    read, calls = stage.batch_reader.read, []
+
+    def read_failing_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the reader")
+        return read(*args)
+
+    monkeypatch.setattr(stage.batch_reader, "read", read_failing_once)
+    send(kafka, 40)
+    loop = asyncio.create_task(stage.run_loop())
+    try:
+        for _ in range(200):
+            if sum(enriched_copies(kafka).values()) >= 40:
+                break
+            await asyncio.sleep(0.02)
+        assert stage.alive and not loop.done()
+    finally:
+        stage.stopping = True
+        await asyncio.wait_for(loop, 5)
+    exactly_once(kafka, 40)
+    assert stage.loop_errors == 1
+    assert "RuntimeError: a bug in the reader" in stage.last_loop_error
+    assert any(r.exc_info and "unexpected error in the loop" in r.message for r in caplog.records)
+
+
+class _NoWait:
+    def next(self) -> float:
+        return 0.0
+
+    def reset(self) -> None:
+        pass
+
+
+async def test_a_record_the_broker_refuses_as_too_large_is_dead_lettered_not_retried(tmp_path):
+    """A topic's max.message.bytes lowered after the limits were read: the broker refuses
+    the commit (a data error, not an outage). The stage reads the limits again, judges
+    the records again, dead-letters the one that does not fit (too_large), and every
+    other record is carried once. Before, the same commit failed for ever."""
+    kafka = FakeKafka()
+    kafka.create_topic(INPUT, 2)
+    stage = await started(kafka, tmp_path)
+    await kafka.assign(stage.consumer, {0, 1})
+    send(kafka, 20)
+    await step(stage)
+    kafka.max_message_bytes = 20_000  # lowered while the worker runs
+    big = {"event_time": T, "user_id": "u-big", "event_type": "click", "page_url": "/a"}
+    kafka.produce(INPUT, 0, orjson.dumps({**big, "blob": "x" * 30_000}))
+    send(kafka, 20, start=21)
+    for _ in range(3):
+        await step(stage)
+    assert stage.limits.enriched < 20_000
+    copies = enriched_copies(kafka)
+    assert sum(copies.values()) == 40 and set(copies.values()) == {1}
+    dead = [dict(r.headers) for r in kafka.visible("dlq")]
+    assert [(d["reason"], d["source_offset"]) for d in dead] == [(b"too_large", b"10")]
+    assert stage.stats.rejected[("kafka", "too_large")] == 1
+
+
+async def test_no_commit_while_a_partition_is_read_again_for_the_lake_below_its_outputs(
+    tmp_path, monkeypatch
+):
+    """After a lake fence the partition is read again from the lake's position, for the
+    lake only, while its checkpoint still holds outputs up to where it had read. A commit
+    in between would record an offset below those outputs: the next owner would then
+    send them again (duplicates in enriched_activity)."""
+    monkeypatch.setattr(stage_module, "MAX_RECORDS", 4)
+    kafka = FakeKafka()
+    kafka.create_topic(INPUT, 2)
+    stage = await started(kafka, tmp_path)
+    await kafka.assign(stage.consumer, {0, 1})
+    send(kafka, 40)
+    while stage.readers[0].next_offset < 8:
+        await stage.poll(commit=False)  # the checkpoint holds outputs of records 0..7 or more
+    held = stage.readers[0].next_offset
+    assert held < 20
+    stage.lake_moved(0, (0, stage.readers[0].clock.stream_time))  # another writer's lake
+    await stage.poll(commit=True)  # reads 0..3 again for the lake
+    assert stage.readers[0].next_offset < held
+    # a crash now: the next owner starts from the committed offset
+    successor = await started(kafka, tmp_path)
+    await kafka.assign(successor.consumer, {0, 1})
+    for _ in range(30):
+        await step(successor)
+    exactly_once(kafka, 40)

@@ -4,13 +4,17 @@ and unknown commits, and compaction (tests/unit/app/stateful/driver.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from app.commit import stage as stage_module
 from app.stateful import changelog, restore
+from app.stateful import service as service_module
+from app.stateful.partition import StatefulPartition
 from app.stateful.state import LocalState
 from app.wire import WatermarkMark, encode_events, encode_mark
 from tables.sessions import ACTIVE, TIMED_OUT
@@ -299,3 +303,64 @@ async def test_time_moves_on_by_the_wall_clock_while_every_source_is_idle(tmp_pa
     await driver.step(stage)
     assert driver.db.sessions == {("u1", start): (start, TIMED_OUT)}
     assert stage.commits == commits + 1
+
+
+async def test_an_unexpected_error_in_the_loop_is_logged_and_the_loop_resumes(
+    tmp_path, monkeypatch, caplog
+):
+    """The same supervisor as the source stage's (app/commit/stage.py): an exception
+    that escapes a turn is logged with its traceback, every partition is restored from
+    what is committed, and the loop goes on; the rows still equal the expectation."""
+    per_source, expected, length = scenario_of(seed=12, users=60)
+    driver = Driver(tmp_path)
+    stage = await driver.worker("a")
+    await driver.assign(stage, {0, 1})
+    monkeypatch.setattr(stage_module.Backoff, "next", lambda self: 0.0)
+    apply, calls = StatefulPartition.apply, []
+
+    def apply_failing_once(self, records, wall_s):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the aggregator")
+        return apply(self, records, wall_s)
+
+    monkeypatch.setattr(StatefulPartition, "apply", apply_failing_once)
+    driver.send(per_source, 0, length)
+    loop = asyncio.create_task(stage.run_loop())
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.02)
+            stage.sink.flush()
+            if difference(expected, driver.db.rows()) is None:
+                break
+        assert not loop.done()
+    finally:
+        stage.stopping = True
+        await asyncio.wait_for(loop, 5)
+    assert difference(expected, driver.db.rows()) is None
+    assert stage.loop_errors == 1 and "a bug in the aggregator" in stage.last_loop_error
+    assert any(r.exc_info and "unexpected error in the loop" in r.message for r in caplog.records)
+
+
+async def test_an_opening_cancelled_by_a_revocation_closes_its_store(tmp_path, monkeypatch):
+    """A partition's opening cancelled while it restores (the group took the partition
+    away meanwhile) must close the RocksDB it opened: its lock would refuse the
+    partition's next assignment, which would never be processed."""
+    driver = Driver(tmp_path)
+    stage = await driver.worker("a")
+    restoring, real_restore = asyncio.Event(), service_module.restore
+
+    async def hanging_restore(*args):
+        restoring.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(service_module, "restore", hanging_restore)
+    opening = asyncio.create_task(driver.assign(stage, {0}))
+    await asyncio.wait_for(restoring.wait(), 5)
+    opening.cancel()
+    await asyncio.gather(opening, return_exceptions=True)
+    assert 0 not in stage.parts
+
+    monkeypatch.setattr(service_module, "restore", real_restore)
+    await stage.open_unopened()  # the supervisor's next turn, or the next assignment
+    assert 0 in stage.parts and not stage.unopened

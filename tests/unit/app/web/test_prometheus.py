@@ -16,6 +16,15 @@ def snapshot(**overrides) -> dict:
         "latency": {"buckets": [[0.05, 2], [0.1, 5], ["+Inf", 6]], "sum_s": 0.4, "count": 6},
         "event_loop_lag": {"buckets": [[0.01, 9], ["+Inf", 10]], "sum_s": 0.2, "count": 10},
         "dead_letter_reasons": {"invalid_json": 2, 'we"ird\\reason\n': 1},
+        "rejected": [{"sink": "postgres", "reason": "22021", "count": 2}],
+        "stages": {
+            "source": {"alive": True, "loop_errors": 0, "stuck_partitions": []},
+            "stateful": {
+                "alive": False,
+                "loop_errors": 3,
+                "stuck_partitions": [{"partition": 1, "offset": 9, "lag": 4, "for_s": 130}],
+            },
+        },
         "sources": [
             {
                 "partition": 0,
@@ -96,6 +105,10 @@ def test_counters_and_gauges() -> None:
     assert 'end_to_end_latency_seconds_bucket{le="+Inf"} 6' in text
     assert "end_to_end_latency_seconds_count 6" in text
     assert 'event_loop_lag_seconds_bucket{le="0.01"} 9' in text
+    assert 'pipeline_rows_rejected_total{sink="postgres",reason="22021"} 2' in text
+    assert 'pipeline_stage_up{stage="stateful"} 0' in text
+    assert 'pipeline_stage_loop_errors_total{stage="stateful"} 3' in text
+    assert 'pipeline_partition_stuck{stage="stateful",partition="1"} 1' in text
 
 
 def test_every_sink_has_the_same_series_labelled_by_name() -> None:
