@@ -20,6 +20,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import CoordinatorLoadInProgressError, KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
+from app.aiokafka_internals import consumer_client, set_retry_backoff, wrap_get_conn
 from app.limits import KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 from app.settings import Settings, kafka_client_options
 
@@ -59,7 +60,7 @@ class KafkaClients:
         retries once a second while it is away, every RETRY_BACKOFF_MS otherwise."""
         self._away = away
         for producer in list(self._producers):
-            _retry_every(producer, self._retry_backoff_s())
+            set_retry_backoff(producer, self._retry_backoff_s())
 
     def _retry_backoff_s(self) -> float:
         return AWAY_RETRY_BACKOFF_S if self._away else RETRY_BACKOFF_MS / 1000
@@ -81,7 +82,7 @@ class KafkaClients:
         self._producers.add(producer)
         reconnect_backoff(producer.client)
         if self._away:
-            _retry_every(producer, self._retry_backoff_s())
+            set_retry_backoff(producer, self._retry_backoff_s())
         return producer
 
     def consumer(self, group_id: str, **options) -> AIOKafkaConsumer:
@@ -99,7 +100,7 @@ class KafkaClients:
             max_poll_interval_ms=300_000,
             **options,
         )
-        reconnect_backoff(consumer._client)
+        reconnect_backoff(consumer_client(consumer))
         return consumer
 
     def reader(self) -> AIOKafkaConsumer:
@@ -113,12 +114,12 @@ class KafkaClients:
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
         )
-        reconnect_backoff(reader._client)
+        reconnect_backoff(consumer_client(reader))
         return reader
 
     def admin(self) -> AIOKafkaAdminClient:
         admin = AIOKafkaAdminClient(**self._common)
-        reconnect_backoff(admin._client)
+        reconnect_backoff(consumer_client(admin))
         return admin
 
 
@@ -154,17 +155,10 @@ class ReconnectBackoff:
 def reconnect_backoff(client) -> None:
     """Give an aiokafka client (a producer's, a consumer's, an admin's) the reconnect
     backoff it lacks (RECONNECT_BACKOFF_S)."""
-    client._get_conn = ReconnectBackoff(
-        client._get_conn, RECONNECT_BACKOFF_S, RECONNECT_BACKOFF_MAX_S
+    wrap_get_conn(
+        client,
+        lambda get_conn: ReconnectBackoff(get_conn, RECONNECT_BACKOFF_S, RECONNECT_BACKOFF_MAX_S),
     )
-
-
-def _retry_every(producer: AIOKafkaProducer, seconds: float) -> None:
-    """Set the retry backoff of a producer, made or started: aiokafka (pinned) reads
-    it from its client (metadata, connections) and its sender (every request handler
-    takes the sender's when it is made) on each retry."""
-    producer.client._retry_backoff = seconds
-    producer._sender._retry_backoff = seconds
 
 
 async def create_topics(admin, topics: list[NewTopic]) -> None:

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
+from app.aiokafka_internals import consumer_client
 from producer.simulator import Simulator
 
 LATENESS_MS = 120_000  # the pipeline's default LATENESS
@@ -131,7 +132,7 @@ async def ceiling(bootstrap: str, topic: str, n: int) -> float:
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
-        await consumer._client.force_metadata_update()
+        await consumer_client(consumer).force_metadata_update()
         partitions = consumer.partitions_for_topic(topic)
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 

@@ -36,6 +36,7 @@ from aiokafka.errors import (
 from aiokafka.structs import OffsetAndMetadata
 
 from app import failpoints
+from app.aiokafka_internals import force_close
 from app.errors import CommitFailed, Fenced
 from app.throttle import Backoff
 
@@ -233,9 +234,4 @@ async def _close(producer) -> None:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: see `open`
                 await producer.stop()
         except TimeoutError:
-            sender = getattr(producer, "_sender", None)
-            if sender is not None:
-                await sender.close()
-            client = getattr(producer, "client", None)
-            if client is not None:
-                await client.close()
+            await force_close(producer)

@@ -31,6 +31,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 from app import failpoints
+from app.aiokafka_internals import group_generation
 from app.commit.checkpoint import PartitionCheckpoint
 from app.commit.stage import BatchStage
 from app.errors import CommitFailed, Fenced
@@ -197,8 +198,8 @@ class StatefulStage(BatchStage):
 
     async def assign(self, partitions: set[int]) -> None:
         async with self._lock:
-            # the group generation this assignment belongs to (aiokafka keeps it there)
-            self.sink.assign(partitions, self.consumer._coordinator.generation)
+            # the group generation this assignment belongs to
+            self.sink.assign(partitions, group_generation(self.consumer))
             self.unopened |= partitions - set(self.parts)
             await self.open_unopened()
 
