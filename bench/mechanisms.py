@@ -1,6 +1,7 @@
 """What each delivery mechanism costs: pipeline runs with one mechanism taken out
-(bench/variant.py), and a producer microbenchmark of Kafka transactions, which the
-worker does not use (enriched is at-least-once with a dedupe key)."""
+(bench/variant.py), and a producer microbenchmark of Kafka transactions (plain against
+one transaction per batch), the mechanism every commit of both stages uses
+(app/commit/checkpoint.py)."""
 
 from __future__ import annotations
 

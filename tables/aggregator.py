@@ -1,7 +1,8 @@
 """All stateful logic of one user-keyed partition: windows, distinct users, sessions.
 
-Pure and synchronous: the agent feeds it events and watermark marks, then takes the
-changed keys to persist (Faust tables) and the rows to upsert (PostgreSQL).
+Pure and synchronous: the stateful stage feeds it events and watermark marks, then
+takes the changed keys to persist (its changelog and RocksDB store, app/stateful/) and
+the rows to upsert (PostgreSQL).
 Window counts are applied on arrival (they commute); session events wait until the
 merged watermark passes them and are then applied in event-time order.
 

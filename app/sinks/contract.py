@@ -3,7 +3,7 @@
 Every sink
 - is handed rows per partition it owns and makes them durable on its own schedule,
   one all-or-nothing write at a time: a Kafka transaction per source partition every
-  COMMIT_INTERVAL (app/source/commit.py), a Delta commit every LAKE_FLUSH
+  COMMIT_INTERVAL (app/commit/checkpoint.py), a Delta commit every LAKE_FLUSH
   (app/source/lake_flusher.py), a PostgreSQL transaction every SINK_FLUSH
   (app/sinks/postgres.py);
 - knows where each partition stands in it, so that after a crash or a rebalance
@@ -11,7 +11,9 @@ Every sink
   offset, the lake's application transactions, the merge batch PostgreSQL confirmed;
 - gives up what it holds for partitions that moved, since their new owner writes them
   again from that position;
-- keeps what fails and retries it with `app.throttle.Backoff`, dropping nothing;
+- keeps what fails for want of its server and retries it with `app.throttle.Backoff`,
+  dropping nothing; sets aside, with its reason, a row the server refuses as data
+  (app/sinks/rejects.py; docs/contract.md, "No record stops a sink");
 - says how it is doing in one shape, `SinkHealth`, which `/api/stats`, `/api/health`
   and `/metrics` read alike.
 
