@@ -14,6 +14,10 @@ new aiokafka that moves one fails there, with its name, and not in production.
   Kafka is away).
 - `producer._sender`, `producer.client` (AIOKafkaProducer): closed directly when
   `stop()` hangs on batches that cannot be delivered (app/commit/checkpoint.py).
+- `consumer._subscription.subscription.assignment.state_value(tp)` (SubscriptionState,
+  TopicPartitionState): a partition's fetch position, read without awaiting (the
+  public `position()` may wait on the broker), past transaction markers: what is left
+  to read is the high watermark less it (app/commit/stage.py, progress).
 - `consumer._client`, `admin._client` (AIOKafkaConsumer, AIOKafkaAdminClient): their
   client, to give it the reconnect backoff (a producer's is public).
 """
@@ -28,6 +32,18 @@ AIOKAFKA_CHECKED = "0.14.0"
 def group_generation(consumer) -> int:
     """The consumer group generation of the consumer's current assignment."""
     return consumer._coordinator.generation
+
+
+def fetch_position(consumer, tp) -> int | None:
+    """The offset the consumer fetches `tp` from next (past control records), None when
+    it has none yet or the consumer keeps no such state (a test's fake)."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+    except AttributeError:
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    return state.position
 
 
 def consumer_client(consumer_or_admin):

@@ -172,7 +172,8 @@ async def create_topics(admin, topics: list[NewTopic]) -> None:
 
 async def topic_limits(admin, topics: list[str]) -> dict[str, int]:
     """Each topic's max.message.bytes, as the broker applies it (the topic's own setting,
-    or the broker's message.max.bytes); Kafka's default where it cannot be read."""
+    or the broker's message.max.bytes); Kafka's default where the broker will not say
+    (not authorised, say). A retriable error is raised for the caller to try again."""
     resources = [
         ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None}) for t in topics
     ]
@@ -180,6 +181,8 @@ async def topic_limits(admin, topics: list[str]) -> dict[str, int]:
     try:
         responses = await admin.describe_configs(resources)
     except KafkaError as exc:
+        if exc.retriable:
+            raise  # the caller tries again (Kafka away, a leader moving)
         log.warning(
             "kafka: cannot read the topics' max.message.bytes (%s: %s); assuming Kafka's "
             "default of %d bytes",

@@ -14,10 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from app.aiokafka_internals import fetch_position
 from app.outages import Outages
 from app.progress import ProgressWatch
 from app.throttle import Backoff
@@ -48,6 +50,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class BatchStage(Service):
     name = "stage"  # in log lines
+    topic = ""  # the input topic
 
     def __init__(
         self,
@@ -69,36 +72,32 @@ class BatchStage(Service):
         self.fenced: dict[int, float] = {}  # partition -> when its commit met a fence
         self.progress = ProgressWatch(self.name, stuck_after_ms / 1000)
         self.unopened: set[int] = set()  # assigned here, not open yet (opening failed)
+        # partition -> (not open since, next attempt at): monotonic times
+        self._opening: dict[int, tuple[float, float]] = {}
+        self._open_failures: dict[int, int] = {}
         self.loop_task: asyncio.Task | None = None
         self.loop_errors = 0  # unexpected exceptions the supervisor caught
         self.last_loop_error: str | None = None
         self.last_turn = time.monotonic()  # when the loop last finished a turn
-        self._reopen_all = False
 
     # -- the supervised loop ---------------------------------------------------
 
     async def run_loop(self) -> None:
         """Turn the loop until the stage stops. An unexpected exception is a bug or a
-        failure nobody classified: it is logged with its traceback, and after a
-        backoff every partition is opened again from what is committed (the same path
-        as a failed commit), so the stage goes on from a known state."""
+        failure nobody classified: it is logged with its traceback, the turn it broke is
+        given up at once (under the lock, so neither a rebalance nor a stop commits
+        what it left half done: `abandon_all`), and after a backoff every partition is
+        opened again from what is committed, as after a failed commit."""
         self.loop_task = asyncio.current_task()
         backoff = Backoff(1.0, 30.0)
         while not self.stopping:
             try:
-                if self._reopen_all:
-                    async with self._lock:
-                        await self.reopen_all()
-                    self._reopen_all = False
                 if self.unopened:
                     async with self._lock:
                         await self.open_unopened()
                 await self.poll()
                 self.last_turn = time.monotonic()
-                if not self.unopened:
-                    backoff.reset()
-                else:
-                    await asyncio.sleep(backoff.next())
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -106,13 +105,16 @@ class BatchStage(Service):
                 self.last_loop_error = f"{type(exc).__name__}: {exc}"[:500]
                 delay = backoff.next()
                 log.exception(
-                    "%s: unexpected error in the loop (%d so far); opening every partition "
-                    "again from what is committed in %.1fs",
+                    "%s: unexpected error in the loop (%d so far); every partition is "
+                    "opened again from what is committed in %.1fs",
                     self.name,
                     self.loop_errors,
                     delay,
                 )
-                self._reopen_all = True
+                async with self._lock:
+                    abandoned = await self.abandon_all()
+                for partition in abandoned:
+                    self._opening[partition] = (time.monotonic(), time.monotonic() + delay)
                 await asyncio.sleep(delay)
 
     @property
@@ -121,23 +123,65 @@ class BatchStage(Service):
         return self.loop_task is None or not self.loop_task.done()
 
     async def open_unopened(self) -> None:
-        """Open the partitions assigned here that are not open yet; one that fails stays
-        in `unopened` for the next turn (it is logged and counted)."""
+        """Open the partitions assigned here that are not open yet, each when its own
+        backoff allows: one that fails is logged, counted and tried again later,
+        without holding the others back."""
+        now = time.monotonic()
+        for partition in list(self._opening):
+            if partition not in self.unopened:
+                del self._opening[partition]
         for partition in sorted(self.unopened):
+            since, retry_at = self._opening.get(partition, (now, now))
+            if now < retry_at:
+                continue
             try:
                 await self.open_partition(partition)
             except Exception as exc:
                 self.loop_errors += 1
                 self.last_loop_error = f"{type(exc).__name__}: {exc}"[:500]
-                log.exception("%s: opening partition %d failed; trying again", self.name, partition)
-                return
+                failures = self._open_failures.get(partition, 0) + 1
+                self._open_failures[partition] = failures
+                delay = min(30.0, 2.0 ** (failures - 1))
+                self._opening[partition] = (since, time.monotonic() + delay)
+                log.exception(
+                    "%s: opening partition %d failed (%d times); trying again in %.0fs",
+                    self.name,
+                    partition,
+                    failures,
+                    delay,
+                )
+                continue
             self.unopened.discard(partition)
+            self._opening.pop(partition, None)
+            self._open_failures.pop(partition, None)
+
+    def not_opened(self) -> list[tuple[int, float]]:
+        """(partition, seconds) of partitions assigned here that have not opened for
+        longer than the stuck time: reported as stuck, as one that makes no progress."""
+        now = time.monotonic()
+        return [
+            (p, round(now - since, 1))
+            for p, (since, _) in sorted(self._opening.items())
+            if p in self.unopened and now - since >= self.progress.stuck_after_s
+        ]
+
+    def watch(self, partition: int, progress: int, committed: int, read_next: int) -> None:
+        """Tell the progress watch where `partition` stands: `progress` moves when it
+        does useful work; the work waiting is what is left to fetch (the high watermark
+        less the fetch position, which passes transaction markers: an idle partition of
+        a transactional topic has none) plus what was read and not committed."""
+        tp = TopicPartition(self.topic, partition)
+        high = self.consumer.highwater(tp)
+        fetched = fetch_position(self.consumer, tp)
+        unread = 0 if high is None else max(0, high - (read_next if fetched is None else fetched))
+        self.progress.observe(partition, progress, unread + max(0, read_next - committed))
 
     async def open_partition(self, partition: int) -> None:
         raise NotImplementedError
 
-    async def reopen_all(self) -> None:
-        """Open every open partition again from what is committed."""
+    async def abandon_all(self) -> list[int]:
+        """Give up every open partition as it stands, uncommitted work dropped (its
+        records are read again), and put it in `unopened`; returns them."""
         raise NotImplementedError
 
     async def stop_within(self, budget_s: float) -> None:

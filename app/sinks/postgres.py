@@ -317,10 +317,16 @@ class PostgresSink:
                 [r[4] for r in rows],
             )
 
-        for table, rows, write, value_of in (
-            ("page_view_counts", list(batch.page_views), page_views, batch.page_views.get),
-            ("active_users", list(batch.active), active_users, batch.active.get),
-            ("user_sessions", list(batch.sessions.values()), sessions, None),
+        # (table, rows, how to write them, a row -> (its key, its value) for rejected_rows)
+        for table, rows, write, key_value in (
+            (
+                "page_view_counts",
+                list(batch.page_views),
+                page_views,
+                lambda k: (k, batch.page_views[k]),
+            ),
+            ("active_users", list(batch.active), active_users, lambda k: (k, batch.active[k])),
+            ("user_sessions", list(batch.sessions.values()), sessions, lambda r: (r[:2], r)),
         ):
             if not rows:
                 continue
@@ -328,20 +334,18 @@ class PostgresSink:
                 await write(rows)
                 continue
 
-            async def reject(row, exc, table=table, value_of=value_of) -> None:
-                value = value_of(row) if value_of else None
-                await self._reject(conn, table, row, value, exc)
+            async def reject(row, exc, table=table, key_value=key_value) -> None:
+                await self._reject(conn, table, *key_value(row), exc)
 
             await write_isolating(conn, rows, write, reject)
 
-    async def _reject(self, conn, table: str, row, value, exc: BaseException) -> None:
+    async def _reject(self, conn, table: str, key, value, exc: BaseException) -> None:
         """Set one row aside in rejected_rows, count it, say so (once a minute a reason)."""
         sqlstate = getattr(exc, "sqlstate", None)
         reason = f"{type(exc).__name__}: {exc}"[:500]
-        key = as_text(row)
-        await conn.execute(
-            REJECT, table, key, None if value is None else as_text(value), sqlstate, reason
-        )
+        key = as_text(key)
+        async with conn.transaction():  # a savepoint: if even this fails, the batch retries
+            await conn.execute(REJECT, table, key, as_text(value), sqlstate, reason)
         self.rejected[sqlstate or type(exc).__name__] += 1
         if self._reject_log.allow(sqlstate):
             log.warning(

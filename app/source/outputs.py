@@ -115,7 +115,7 @@ def fit(key: bytes | None, value: bytes | None, headers: list, limit: int) -> tu
     headers = [*headers, ("value_size", str(value_size).encode())]
     headers.append(("value_sha256", hashlib.sha256(value or b"").hexdigest().encode()))
     # what the headers take once they say what was cut (the key's pair included)
-    room = limit - headers_bytes(headers) - 128
+    room = max(0, limit - headers_bytes(headers) - 256)
     if key_size > room // 4:
         headers.append(("key_size", str(key_size).encode()))
         headers.append(("key_sha256", hashlib.sha256(key).hexdigest().encode()))

@@ -134,7 +134,8 @@ class SourceStage(BatchStage):
         if self.limits.smallest >= before.smallest:
             self.limits = before.tightened()
         self.batch_reader.limits = self.outputs.limits = self.limits
-        self.stats.on_rejected("kafka", "too_large")
+        self.clients.max_batch_bytes = min(self.clients.max_batch_bytes, self.limits.smallest)
+        self.stats.on_rejected("kafka", "commit_refused_too_large")
         log.warning(
             "source: %s: the broker refused a record as too large; records are judged "
             "again against %s and the one that does not fit is dead-lettered",
@@ -178,18 +179,21 @@ class SourceStage(BatchStage):
     async def open_partition(self, partition: int) -> None:
         await self._open([partition])
 
-    async def reopen_all(self) -> None:
-        """After an unexpected error: every partition from what its sinks hold. What the
-        lake buffered is dropped and read again from the table's position."""
+    async def abandon_all(self) -> list[int]:
+        """After an unexpected error: every partition given up as it stands, outputs not
+        committed dropped with their checkpoint, the lake's buffered rows dropped (read
+        again from the table's position when the partition opens again)."""
         partitions = sorted(p for p in self.readers if p not in self.fenced)
         self.lake.rows.drop(set(partitions))
         for partition in partitions:
             self.readers.pop(partition, None)
+            self.committed.pop(partition, None)
             checkpoint = self.checkpoints.pop(partition, None)
             if checkpoint is not None:
                 await checkpoint.close()
-            self.unopened.add(partition)
-        await self.open_unopened()
+        self.progress.forget(partitions)
+        self.unopened.update(partitions)
+        return partitions
 
     async def _open(self, partitions: list[int], lake_from: dict[int, int] | None = None) -> None:
         """Fence each partition's previous owner, then read where it stands and position
@@ -313,9 +317,11 @@ class SourceStage(BatchStage):
                 failpoints.reach("mid-batch")
 
     def _watch_progress(self) -> None:
-        for partition, (offset, _) in self.committed.items():
-            high = self.consumer.highwater(TopicPartition(self.topic, partition))
-            self.progress.observe(partition, offset, None if high is None else high - offset)
+        for partition, reader in self.readers.items():
+            committed = self.committed.get(partition, (reader.next_offset, 0))[0]
+            # reading again for the lake alone moves lake_from, not the commits
+            progress = max(committed, reader.lake_from)
+            self.watch(partition, progress, committed, reader.next_offset)
 
     # -- committing ----------------------------------------------------------
 

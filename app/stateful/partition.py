@@ -9,6 +9,7 @@ persisted with the state, until PostgreSQL confirms them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,12 @@ from app.commit.checkpoint import PartitionCheckpoint
 from app.stateful import changelog
 from app.stateful.outbox import Outbox
 from app.stateful.state import LocalState
+from app.throttle import LogThrottle
 from app.wire import WatermarkMark, decode
 from tables.aggregator import Changes, PartitionAggregator
+
+log = logging.getLogger(__name__)
+_skip_log = LogThrottle(60)
 
 
 @dataclass
@@ -41,6 +46,7 @@ class StatefulPartition:
     changelog_next: int
     restored_records: int = 0  # changelog records read when it was opened
     restore_seconds: float = 0.0
+    skipped_records: int = 0  # user-keyed records that could not be applied (a bug)
     committed_input: int = field(init=False)  # input_next as of the last commit
 
     def __post_init__(self) -> None:
@@ -55,12 +61,23 @@ class StatefulPartition:
             if record.offset < next_offset:
                 continue  # fetched before a seek back to the state's position
             next_offset = record.offset + 1
-            item = decode(record.value)
-            if type(item) is WatermarkMark:
-                mark(item.source, item.watermark, item.idle, item.sources, wall_s)
-            else:
-                for event in item:
-                    add(*event)
+            try:
+                item = decode(record.value)
+                if type(item) is WatermarkMark:
+                    mark(item.source, item.watermark, item.idle, item.sources, wall_s)
+                else:
+                    for event in item:
+                        add(*event)
+            except Exception:  # a bug met on one record: said, counted, not stopped on
+                self.skipped_records += 1
+                if _skip_log.allow(self.partition):
+                    log.exception(
+                        "stateful: partition %d offset %d could not be applied; skipped "
+                        "(%d so far; logged once a minute)",
+                        self.partition,
+                        record.offset,
+                        self.skipped_records,
+                    )
         self.input_next = next_offset
 
     def tick(self, wall_s: float) -> None:

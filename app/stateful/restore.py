@@ -9,6 +9,7 @@ The heavy parts (RocksDB writes, the scan that builds 100k users) run in a threa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -28,9 +29,26 @@ LOCAL_STATE_MAX_AGE_S = 12 * 3600
 WRITE_EVERY = 20_000  # changelog records per local write batch while restoring
 
 
+async def in_thread(fn, *args, discard=None):
+    """`fn(*args)` in a thread; cancelled, it lets the thread finish first (the store it
+    works on is closed by whoever handles the cancel, never under the thread) and hands
+    what it made to `discard`."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            made = await work
+            if discard is not None:
+                discard(made)
+        raise
+
+
 async def catch_up(local: LocalState, reader, tp: TopicPartition) -> tuple[LocalState, int, int]:
     """Apply the changelog from where `local` stands to its end; (local, next changelog
-    offset, records read). `reader` is a consumer without a group, read_committed."""
+    offset, records read). `reader` is a consumer without a group, read_committed. A
+    store it rebuilt is closed again if it then fails or is cancelled."""
+    given = local
     end = (await reader.end_offsets([tp]))[tp]
     position = local.position
     if position is not None and position.changelog_next > end:
@@ -42,7 +60,7 @@ async def catch_up(local: LocalState, reader, tp: TopicPartition) -> tuple[Local
             position.changelog_next,
             end,
         )
-        local, position = await asyncio.to_thread(local.wipe), None
+        local, position = await in_thread(local.wipe), None
     elif position is not None and time.time() - position.written_at > LOCAL_STATE_MAX_AGE_S:
         log.info(
             "stateful: local state of partition %d is %.0f h old; rebuilding it from the "
@@ -50,7 +68,7 @@ async def catch_up(local: LocalState, reader, tp: TopicPartition) -> tuple[Local
             tp.partition,
             (time.time() - position.written_at) / 3600,
         )
-        local, position = await asyncio.to_thread(local.wipe), None
+        local, position = await in_thread(local.wipe), None
     start = 0 if position is None else position.changelog_next
     input_next = -1 if position is None else position.input_next
     reader.assign([tp])
@@ -68,7 +86,12 @@ async def catch_up(local: LocalState, reader, tp: TopicPartition) -> tuple[Local
             next_offset = await reader.position(tp)
             if len(pending) >= WRITE_EVERY or next_offset >= end:
                 written, pending = pending, []
-                await asyncio.to_thread(local.write, written, next_offset, input_next)
+                await in_thread(local.write, written, next_offset, input_next)
+    except BaseException:
+        if local is not given:  # rebuilt here: nobody else knows of it
+            with contextlib.suppress(Exception):
+                local.close()
+        raise
     finally:
         # no fetch left waiting on the broker between restores (the next restore's
         # requests would queue behind it); unsubscribing races aiokafka's fetcher
@@ -99,10 +122,15 @@ async def restore(
     """The partition as its local store and changelog hold it; its `input_next` is None
     when they hold no state of it yet."""
     started = time.monotonic()
+    given = local
     local, changelog_next, read = await catch_up(local, reader, tp)
-    aggregator, outbox, position = await asyncio.to_thread(
-        build, local, timeout_ms, time.monotonic()
-    )
+    try:
+        aggregator, outbox, position = await in_thread(build, local, timeout_ms, time.monotonic())
+    except BaseException:
+        if local is not given:  # rebuilt here: nobody else knows of it
+            with contextlib.suppress(Exception):
+                local.close()
+        raise
     input_next = None if position is None else position["o"]
     seconds = time.monotonic() - started
     return StatefulPartition(

@@ -39,7 +39,7 @@ from app.kafka_clients import KafkaClients, create_topics
 from app.settings import Settings
 from app.stateful import changelog
 from app.stateful.partition import StatefulPartition
-from app.stateful.restore import restore
+from app.stateful.restore import in_thread, restore
 from app.stateful.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -154,15 +154,18 @@ class StatefulStage(BatchStage):
 
     def _watch_progress(self) -> None:
         for partition, part in self.parts.items():
-            high = self.consumer.highwater(TopicPartition(self.topic, partition))
-            offset = part.committed_input
-            self.progress.observe(partition, offset, None if high is None else high - offset)
+            self.watch(partition, part.committed_input, part.committed_input, part.input_next)
 
-    async def reopen_all(self) -> None:
-        for partition, part in list(self.parts.items()):
-            await part.checkpoint.close()
-            del self.parts[partition]
-            await self._open(partition, local=part.local)
+    async def abandon_all(self) -> list[int]:
+        """After an unexpected error: every partition given up as it stands (what it
+        applied and did not commit is restored from the changelog and applied again
+        when it opens again)."""
+        partitions = sorted(self.parts)
+        for partition in partitions:
+            await self._close(partition)
+        self.progress.forget(partitions)
+        self.unopened.update(partitions)
+        return partitions
 
     async def on_stop(self) -> None:
         """SIGTERM: commit what was applied and leave the group, within `stop_by`; the
@@ -211,17 +214,19 @@ class StatefulStage(BatchStage):
         source = TopicPartition(self.topic, partition)
         self.fenced.pop(partition, None)
         self.unopened.add(partition)  # until it is open: the supervisor tries again
-        checkpoint = await PartitionCheckpoint.open(
-            self.clients.producer,
-            f"{self.topic}-{partition}",  # the topic's name starts with the app id
-            source,
-            self.group_id,
-            stage="stateful",
-            on_error=self.kafka_failed,
-        )
+        checkpoint = None
         try:
+            checkpoint = await PartitionCheckpoint.open(
+                self.clients.producer,
+                f"{self.topic}-{partition}",  # the topic's name starts with the app id
+                source,
+                self.group_id,
+                stage="stateful",
+                on_error=self.kafka_failed,
+            )
             if local is None:
-                local = await asyncio.to_thread(LocalState, self.store_dir / f"p{partition}")
+                path = self.store_dir / f"p{partition}"
+                local = await in_thread(LocalState, path, discard=LocalState.close)
             changelog_tp = TopicPartition(self.changelog_topic, partition)
             timeout_ms = self.settings.session_timeout_ms
             part = await self.retry(
@@ -232,11 +237,14 @@ class StatefulStage(BatchStage):
                 part.input_next = part.committed_input = offsets[source]
         except BaseException:
             # cancelled by a revocation, or failed: nothing else holds the store, whose
-            # lock would refuse the partition's next opening
+            # lock would refuse the partition's next opening (restore closes a store it
+            # rebuilt; this one may be closed already)
             if local is not None:
-                local.close()
-            with contextlib.suppress(BaseException):  # a second cancel: it closes anyway
-                await asyncio.shield(checkpoint.close())
+                with contextlib.suppress(Exception):
+                    local.close()
+            if checkpoint is not None:
+                with contextlib.suppress(BaseException):  # a second cancel: it closes anyway
+                    await asyncio.shield(checkpoint.close())
             raise
         self.parts[partition] = part
         self.unopened.discard(partition)

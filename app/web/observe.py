@@ -126,6 +126,8 @@ def stage_fields(stage) -> dict:
         "last_loop_error": stage.last_loop_error,
         "last_turn_age_s": round(time.monotonic() - stage.last_turn, 3),
         "unopened_partitions": sorted(stage.unopened),
+        # assigned here and not opened for longer than STUCK_AFTER (opening fails)
+        "not_opened": [{"partition": p, "for_s": s} for p, s in stage.not_opened()],
         "stuck_partitions": [
             {"partition": s.partition, "offset": s.offset, "lag": s.lag, "for_s": s.for_s}
             for s in stage.progress.stuck()
@@ -224,6 +226,7 @@ async def snapshot(worker) -> dict:
                 "committed_input_offset": part.committed_input if part else None,
                 "changelog_offset": part.changelog_next if part else None,
                 "restored_changelog_records": part.restored_records if part else None,
+                "skipped_records": part.skipped_records if part else 0,
                 "restore_seconds": round(part.restore_seconds, 3) if part else None,
             }
         )

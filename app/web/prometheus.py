@@ -115,12 +115,12 @@ def render(snap: dict) -> str:
     out.add(
         "pipeline_partition_stuck",
         "gauge",
-        "1 for a partition with records to process and no progress for STUCK_AFTER; "
-        "the offset it is stuck at is in /api/stats.",
+        "1 for a partition with records to process and no progress for STUCK_AFTER, or "
+        "assigned and not opened for that long; /api/stats says at which offset.",
         [
             ({"stage": name, "partition": s["partition"]}, 1)
             for name, st in stages.items()
-            for s in st["stuck_partitions"]
+            for s in st["stuck_partitions"] + st.get("not_opened", [])
         ],
     )
     out.add(

@@ -148,7 +148,10 @@ def register(worker) -> None:
             name: observe.stage_fields(stage)
             for name, stage in (("source", worker.source), ("stateful", worker.stateful))
         }
-        loops_ok = all(st["alive"] and not st["stuck_partitions"] for st in stages.values())
+        loops_ok = all(
+            st["alive"] and not st["stuck_partitions"] and not st["not_opened"]
+            for st in stages.values()
+        )
         ok = postgres["ok"] and lake["ok"] and loops_ok
         payload = {
             "status": "ok" if ok else "degraded",

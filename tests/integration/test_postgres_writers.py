@@ -193,18 +193,28 @@ async def test_a_row_postgres_can_never_store_is_set_aside_and_the_rest_of_its_b
         assert "\\u0000" in rejected[1]["row_key"] and "sha256" in rejected[0]["row_key"]
         assert sum(sink.rejected.values()) == 3
 
-        # the same rows again (a restart re-upserts its state): counted, not duplicated
-        sink.add(0, Changes(page_views={(T, "/nul\x00"): 1}), batch=2)
+        # the same rows again (a restart re-upserts its state; the session has ended
+        # since): counted under their keys, not added again
+        later = SessionRow(bad_session.user_id, T, T + 9_000, ENDED)
+        sink.add(
+            0,
+            Changes(page_views={(T, "/nul\x00"): 2}, sessions={(later.user_id, T): later}),
+            batch=2,
+        )
         await sink.flush()
         conn = await asyncpg.connect(fresh_db)
         try:
-            times = await conn.fetchval(
-                "SELECT times FROM rejected_rows WHERE row_key LIKE '%nul%' "
-                "AND table_name = 'page_view_counts'"
+            again = await conn.fetch(
+                "SELECT table_name, times, row_value FROM rejected_rows "
+                "WHERE row_key LIKE '%nul%' ORDER BY 1"
             )
         finally:
             await conn.close()
-        assert times == 2
+        assert [(r["table_name"], r["times"]) for r in again] == [
+            ("page_view_counts", 2),
+            ("user_sessions", 2),
+        ]
+        assert again[0]["row_value"] == "2" and str(T + 9_000) in again[1]["row_value"]
     finally:
         await sink.pool.close()
 

@@ -8,7 +8,7 @@ import inspect
 
 import aiokafka
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 
@@ -69,3 +69,14 @@ async def test_a_consumers_group_generation_is_where_it_is_read():
     assert internals.group_generation(consumer) == 12
     source = inspect.getsource(aiokafka.consumer.group_coordinator.GroupCoordinator.__init__)
     assert "self.generation" in source
+
+
+async def test_a_consumers_fetch_position_is_read_where_position_reads_it():
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id="g")
+    tp = TopicPartition("t", 0)
+    assert internals.fetch_position(consumer, tp) is None  # nothing assigned
+    consumer._subscription.assign_from_user({tp})
+    assert internals.fetch_position(consumer, tp) is None  # no position yet
+    consumer._subscription.subscription.assignment.state_value(tp).seek(42)
+    assert internals.fetch_position(consumer, tp) == 42
+    assert await consumer.position(tp) == 42  # the public call reads the same state

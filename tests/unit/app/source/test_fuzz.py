@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from app.limits import MAX_PAGE_URL_BYTES, MAX_USER_ID_BYTES, RecordLimits
+from app.limits import MAX_PAGE_URL_BYTES, MAX_USER_ID_BYTES, RecordLimits, headers_bytes
 from app.sinks.lake import LakeRows
 from app.sinks.lake.schema import SCHEMA
+from app.source.outputs import fit
 from app.source.partitioner import KeyPartitioner
 from app.source.reader import BatchReader, PartitionReader
 from app.wire import encode_events_bounded
@@ -104,6 +105,10 @@ raw_values = (
 
 
 def check_every_sink_takes(out, rows: LakeRows) -> None:
+    for dead in out.dead_letters:  # the dead-letter topic never refuses one
+        headers = [("reason", dead.reason.encode()), ("detail", dead.detail.encode()[:500])]
+        key, value, headers = fit(dead.key, dead.value, headers, 2_000)
+        assert len(key or b"") + len(value or b"") + headers_bytes(headers) <= 2_000
     for records in out.enriched.values():
         for key, value in records:
             assert len(key) + len(value) <= LIMITS.enriched
@@ -127,7 +132,7 @@ def test_reading_raises_only_bad_input_and_what_it_accepts_every_sink_takes(valu
     rows = LakeRows()
     reader = BatchReader(300_000, KeyPartitioner(4), KeyPartitioner(4), rows, LIMITS)
     partition = PartitionReader(0, SourceClock(120_000), 0, 0, 0)
-    records = [Record(i, v) for i, v in enumerate(values)]
+    records = [Record(i, v, key=v[:3000] if i % 3 == 0 else None) for i, v in enumerate(values)]
     out = reader.read(partition, records, NOW)
     accepted = sum(len(r) for r in out.enriched.values())
     assert accepted + len(out.dead_letters) == len(values)

@@ -187,3 +187,26 @@ def test_the_lake_keeps_the_clock_after_its_rows_and_their_size():
     assert rows.nbytes() == len(event(T)) + len(event(T + MIN))
     r.clock.stream_time = T - 10 * MIN  # a reopened reader's clock is not the rows'
     assert rows.clock(2) == T + MIN
+
+
+def test_a_record_that_meets_a_bug_is_dead_lettered_and_the_batch_goes_on(monkeypatch):
+    """An exception nobody classified, raised by one record (a bug in a library or here):
+    that record goes to the dead-letter topic as `internal_error` with the exception,
+    the others of its batch are read as usual; before, it stopped the partition."""
+    from app.source import reader as reader_module
+
+    real = reader_module.iso_utc
+
+    def iso_utc(ms):
+        if ms == T + 1:
+            raise ValueError("a bug met on this value")
+        return real(ms)
+
+    monkeypatch.setattr(reader_module, "iso_utc", iso_utc)
+    read, rows = batch_reader()
+    out = read.read(
+        reader(), [Record(0, event(T)), Record(1, event(T + 1)), Record(2, event(T))], T
+    )
+    assert [(d.offset, d.reason) for d in out.dead_letters] == [(1, "internal_error")]
+    assert "ValueError: a bug met on this value" in out.dead_letters[0].detail
+    assert lake_offsets(rows) == [0, 2] and out.events == 2

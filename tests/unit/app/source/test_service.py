@@ -137,15 +137,8 @@ async def test_an_unexpected_error_in_the_loop_is_logged_and_the_loop_goes_on(
     stage = await started(kafka, tmp_path)
     await kafka.assign(stage.consumer, {0, 1})
     monkeypatch.setattr(stage_module, "Backoff", lambda *a: _NoWait())
-    read, calls = stage.batch_reader.read, []
-
-    def read_failing_once(*args):
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("a bug in the reader")
-        return read(*args)
-
-    monkeypatch.setattr(stage.batch_reader, "read", read_failing_once)
+    read = failing_once(stage.batch_reader.read, "a bug in the reader")
+    monkeypatch.setattr(stage.batch_reader, "read", read)
     send(kafka, 40)
     loop = asyncio.create_task(stage.run_loop())
     try:
@@ -161,6 +154,19 @@ async def test_an_unexpected_error_in_the_loop_is_logged_and_the_loop_goes_on(
     assert stage.loop_errors == 1
     assert "RuntimeError: a bug in the reader" in stage.last_loop_error
     assert any(r.exc_info and "unexpected error in the loop" in r.message for r in caplog.records)
+
+
+def failing_once(call, message: str):
+    """`call`, except that its first call raises RuntimeError(message)."""
+    calls = []
+
+    def wrapper(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError(message)
+        return call(*args)
+
+    return wrapper
 
 
 class _NoWait:
@@ -193,7 +199,7 @@ async def test_a_record_the_broker_refuses_as_too_large_is_dead_lettered_not_ret
     assert sum(copies.values()) == 40 and set(copies.values()) == {1}
     dead = [dict(r.headers) for r in kafka.visible("dlq")]
     assert [(d["reason"], d["source_offset"]) for d in dead] == [(b"too_large", b"10")]
-    assert stage.stats.rejected[("kafka", "too_large")] == 1
+    assert stage.stats.rejected[("kafka", "commit_refused_too_large")] == 1
 
 
 async def test_no_commit_while_a_partition_is_read_again_for_the_lake_below_its_outputs(
@@ -222,3 +228,64 @@ async def test_no_commit_while_a_partition_is_read_again_for_the_lake_below_its_
     for _ in range(30):
         await step(successor)
     exactly_once(kafka, 40)
+
+
+async def test_a_revocation_while_the_supervisor_waits_commits_nothing_of_the_broken_turn(
+    tmp_path, monkeypatch
+):
+    """The turn that raised had read records and sent none of their outputs: a
+    rebalance during the supervisor's backoff must not commit that position (found in
+    review: the next owner's enriched topic held 30 of 40 records)."""
+    kafka = FakeKafka()
+    kafka.create_topic(INPUT, 2)
+    a = await started(kafka, tmp_path / "a")
+    await kafka.assign(a.consumer, {0, 1})
+    monkeypatch.setattr(a.outputs, "write", failing_once(a.outputs.write, "a bug after reading"))
+    monkeypatch.setattr(stage_module.Backoff, "next", lambda self: 5.0)
+    send(kafka, 40)
+    loop = asyncio.create_task(a.run_loop())
+    for _ in range(100):
+        if a.loop_errors:
+            break
+        await asyncio.sleep(0.01)
+    assert a.loop_errors == 1
+    b = await started(kafka, tmp_path / "a")  # the group moves both partitions to B
+    await kafka.assign(a.consumer, set())
+    await kafka.assign(b.consumer, {0, 1})
+    a.stopping = True
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    for _ in range(5):
+        await step(b)
+    exactly_once(kafka, 40)
+
+
+async def test_a_partition_that_cannot_be_opened_holds_no_other_back_and_is_reported(
+    tmp_path, monkeypatch
+):
+    kafka = FakeKafka()
+    kafka.create_topic(INPUT, 2)
+    stage = await started(kafka, tmp_path)
+    opened = stage.open_partition
+
+    async def open_partition(partition):
+        if partition == 1:
+            raise OSError("the lake cannot be read")
+        await opened(partition)
+
+    monkeypatch.setattr(stage, "open_partition", open_partition)
+    await kafka.assign(stage.consumer, {0, 1})
+    assert stage.unopened == {1} and set(stage.readers) == {0}
+    send(kafka, 40)
+    stage.progress.stuck_after_s = 0.0
+    loop = asyncio.create_task(stage.run_loop())
+    try:
+        for _ in range(200):
+            if sum(enriched_copies(kafka).values()) == 20:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        stage.stopping = True
+        await asyncio.wait_for(loop, 5)
+    assert sum(enriched_copies(kafka).values()) == 20  # partition 0's, promptly
+    assert [p for p, _ in stage.not_opened()] == [1]

@@ -364,3 +364,51 @@ async def test_an_opening_cancelled_by_a_revocation_closes_its_store(tmp_path, m
     monkeypatch.setattr(service_module, "restore", real_restore)
     await stage.open_unopened()  # the supervisor's next turn, or the next assignment
     assert 0 in stage.parts and not stage.unopened
+
+
+async def test_a_user_keyed_record_that_cannot_be_applied_is_skipped_and_counted(tmp_path):
+    """One record the stage cannot apply (a bug, or bytes that are not the wire format)
+    is logged and counted; the rest of its partition is applied."""
+    per_source, expected, length = scenario_of(seed=13, users=40)
+    driver = Driver(tmp_path)
+    stage = await driver.worker("a")
+    await driver.assign(stage, {0, 1})
+    driver.kafka.produce(driver.settings.internal_topic, 0, b"\x00 not the wire format")
+    await run_through(driver, stage, per_source, length)
+    assert stage.parts[0].skipped_records == 1
+    assert difference(expected, driver.db.rows()) is None
+
+
+class HangingReader:
+    """A changelog reader whose fetch never returns: the restore is cancelled there."""
+
+    async def end_offsets(self, tps):
+        return {tps[0]: 3}
+
+    def assign(self, tps) -> None:
+        pass
+
+    def seek(self, tp, offset) -> None:
+        pass
+
+    def pause(self, tp) -> None:
+        pass
+
+    async def getmany(self, *tps, **kwargs):
+        await asyncio.Event().wait()
+
+
+async def test_a_restore_cancelled_after_rebuilding_its_store_closes_the_new_store(tmp_path):
+    """Local state ahead of its changelog is rebuilt (a new store); a revocation that
+    cancels the restore then must close that new store too, or the partition's next
+    opening fails on its lock for ever (found in review)."""
+    path = tmp_path / "p0"
+    local = LocalState(path)
+    local.write([(b"k", b"v")], 10**6, 5)  # ahead of the changelog's end (3)
+    restoring = asyncio.create_task(
+        restore.catch_up(local, HangingReader(), TopicPartition("changelog", 0))
+    )
+    await asyncio.sleep(0.2)
+    restoring.cancel()
+    await asyncio.gather(restoring, return_exceptions=True)
+    LocalState(path).close()  # opens: nothing holds the store's lock
