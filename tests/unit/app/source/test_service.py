@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from app.commit import stage as stage_module
+from app.errors import Fenced
 from app.settings import Settings
 from app.sinks.lake import LakeTable
 from app.source.service import SourceStage
@@ -119,6 +120,6 @@ async def test_a_fenced_partition_commits_nothing_and_is_opened_again_if_still_a
     await a.poll(commit=False)
     assert not a.fenced
     await step(a)
-    with pytest.raises(Exception):  # noqa: B017 - B is fenced now, whatever it raises
+    with pytest.raises(Fenced, match="owned by another worker"):  # B is fenced now
         await b.checkpoints[0].commit(10**6)
     exactly_once(kafka, 60)
