@@ -73,8 +73,10 @@ class BatchReader:
         enriched_partition: KeyPartitioner,
         user_partition: KeyPartitioner,
         lake_rows,
+        future_from_ms: int | None = None,
     ) -> None:
         self.max_future_ms = max_future_ms
+        self.future_from_ms = future_from_ms  # MAX_FUTURE_FROM; None: `now_ms` of read()
         self.enriched_partition = enriched_partition
         self.user_partition = user_partition
         self.lake_rows = lake_rows  # app.sinks.lake.LakeRows
@@ -88,6 +90,7 @@ class BatchReader:
         next_offset = reader.next_offset
         processing_iso = iso_utc(now_ms)
         max_future_ms = self.max_future_ms
+        future_from_ms = now_ms if self.future_from_ms is None else self.future_from_ms
         enriched_partition, user_partition = self.enriched_partition, self.user_partition
         # the same partition count partitions a key the same way: compute it once
         same_partitions = enriched_partition.partitions == user_partition.partitions
@@ -101,7 +104,7 @@ class BatchReader:
             next_offset = offset + 1
             to_kafka = offset >= kafka_from
             try:
-                event = decode(record.value, now_ms, max_future_ms)
+                event = decode(record.value, future_from_ms, max_future_ms)
             except BadEvent as exc:
                 if to_kafka:
                     out.dead_letters.append(

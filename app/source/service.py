@@ -88,6 +88,7 @@ class SourceStage(BatchStage):
             KeyPartitioner(enriched),
             KeyPartitioner(settings.partitions),
             self.lake.rows,
+            settings.max_future_from_ms,
         )
         self.outputs = OutputWriter(
             settings,

@@ -153,3 +153,15 @@ def test_a_record_nested_too_deep_to_write_again_is_a_dead_letter_and_the_batch_
     assert [(d.offset, d.reason) for d in out.dead_letters] == [(0, "too_deep")]
     assert [orjson.loads(v)["kafka_offset"] for vs in out.enriched.values() for _, v in vs] == [1]
     assert lake_offsets(rows) == [1]
+
+
+def test_max_future_is_measured_from_max_future_from_when_set_not_from_the_read_time():
+    rows = LakeRows()
+    fixed = BatchReader(5 * MIN, KeyPartitioner(4), KeyPartitioner(4), rows, future_from_ms=T)
+    records = [Record(0, event(T + 5 * MIN)), Record(1, event(T + 5 * MIN + 1))]
+    for now_ms in (T - 60 * MIN, T, T + 60 * MIN):  # whenever the batch is read
+        out = fixed.read(reader(), records, now_ms)
+        assert [(d.offset, d.reason) for d in out.dead_letters] == [(1, "future_event_time")]
+    # unset: the read time
+    read, _ = batch_reader()
+    assert not read.read(reader(), records, T + MIN).dead_letters
