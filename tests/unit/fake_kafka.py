@@ -8,6 +8,11 @@ read_committed visibility up to the last stable offset, and compaction. Consumer
 are assigned partitions by the test (`FakeKafka.assign`), which runs the stage's
 rebalance listener as aiokafka would.
 
+tests/kafka_contract.py holds it to the real broker (run against both). One known
+difference stays: a commit here is visible the moment `commit_transaction` returns;
+the broker answers once its transaction log holds the commit and writes the markers
+(and the group's offsets) a moment later, so a reader right after may not see it yet.
+
 Every step a commit takes can be made to fail (`FakeKafka.fail`): `init`, `send`
 (the broker refuses a batch), `offsets`, `commit` (the request fails, nothing
 happens), `commit-reply` (the commit happens, its reply is lost), and `hang-send`
@@ -157,7 +162,10 @@ class FakeKafka:
 
     def compact(self, topic: str) -> None:
         """Keep the newest committed record of each key (and drop aborted ones), as the
-        log cleaner does below the last stable offset."""
+        log cleaner does below the last stable offset. A tombstone (value None) is kept
+        as its key's newest record: the broker removes tombstones only
+        delete.retention.ms (a day by default) after compacting them, a time this fake
+        does not reach (tests/kafka_contract.py)."""
         for p in self.partitions(topic):
             log = self.logs[(topic, p)]
             stable = self.lso(topic, p)
@@ -173,7 +181,6 @@ class FakeKafka:
                 and r.committed
                 and not r.control
                 and newest.get(r.key) == r.offset
-                and r.value is not None
             ]
             kept = sorted(unstable + newest_values, key=lambda r: r.offset)
             # offsets stay as they were; the gaps are what compaction leaves
