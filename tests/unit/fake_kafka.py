@@ -16,7 +16,9 @@ the broker answers once its transaction log holds the commit and writes the mark
 Every step a commit takes can be made to fail (`FakeKafka.fail`): `init`, `send`
 (the broker refuses a batch), `offsets`, `commit` (the request fails, nothing
 happens), `commit-reply` (the commit happens, its reply is lost), and `hang-send`
-(a send that never completes). Mirrors the aiokafka calls the stages make; what the
+(a send that never completes). `FakeKafka.hold("commit")` stops the next commit
+in flight until the test lets it go, to interleave something with it (a rebalance,
+say). Mirrors the aiokafka calls the stages make; what the
 stages do not call is not here.
 """
 
@@ -72,6 +74,12 @@ class Metadata:
     offset: int
 
 
+@dataclass
+class Hold:
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class FakeKafka:
     def __init__(self) -> None:
         self.logs: dict[tuple[str, int], list[FakeRecord]] = {}
@@ -83,6 +91,7 @@ class FakeKafka:
         self.faults: dict[str, list[int]] = {}  # step -> [calls to let pass, calls to fail]
         self.commits = 0
         self.clock = itertools.count(1)
+        self.holds: dict[str, Hold] = {}
 
     # -- the broker ----------------------------------------------------------
 
@@ -98,6 +107,18 @@ class FakeKafka:
     def fail(self, step: str, times: int = 1, after: int = 0) -> None:
         """Make `step` fail `times` times, once it has passed `after` more times."""
         self.faults[step] = [after, times]
+
+    def hold(self, step: str) -> Hold:
+        """Stop the next `step` ("commit") in flight: `await hold.reached.wait()`, then
+        `hold.release.set()` lets it go on."""
+        self.holds[step] = Hold()
+        return self.holds[step]
+
+    async def _hold(self, step: str) -> None:
+        hold = self.holds.pop(step, None)
+        if hold is not None:
+            hold.reached.set()
+            await hold.release.wait()
 
     def _fault(self, step: str) -> bool:
         plan = self.faults.get(step)
@@ -302,6 +323,7 @@ class FakeProducer:
             self.txn.offsets[(group_id, tp)] = offset
 
     async def commit_transaction(self) -> None:
+        await self.kafka._hold("commit")
         self._check()
         if self.kafka._fault("commit"):
             raise KafkaConnectionError("broker away (commit)")

@@ -5,22 +5,7 @@ commit on top of a missing one."""
 from __future__ import annotations
 
 from app.stateful.state import LocalState
-
-
-class FullDisk:
-    """The RocksDB handle, with writes failing while `full`."""
-
-    def __init__(self, db) -> None:
-        self.db = db
-        self.full = True
-
-    def write(self, batch) -> None:
-        if self.full:
-            raise OSError(28, "No space left on device")
-        self.db.write(batch)
-
-    def __getattr__(self, name):
-        return getattr(self.db, name)
+from tests.unit.app.stateful.driver import FullDisk
 
 
 def test_a_write_is_applied_whole_with_its_position(tmp_path):
