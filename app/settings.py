@@ -75,6 +75,9 @@ class Settings:
     session_timeout_ms: int = 900_000
     idle_advance_ms: int = 30_000
     max_future_ms: int = 300_000
+    # the instant MAX_FUTURE is measured from (ISO-8601); unset: the wall clock when a
+    # record is read. For tests that need a "now" that does not move.
+    max_future_from: str | None = None
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     app_id: str = "activity-pipeline"
@@ -147,6 +150,21 @@ class Settings:
                 )
         if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
             raise ConfigError("KAFKA_SSL_KEYFILE set without KAFKA_SSL_CERTFILE")
+        _ = self.max_future_from_ms  # refused at start, not at the first record
+
+    @property
+    def max_future_from_ms(self) -> int | None:
+        """MAX_FUTURE_FROM in epoch ms (None: unset, the wall clock)."""
+        if self.max_future_from is None:
+            return None
+        from app.events import BadEvent, parse_event_time
+
+        try:
+            return parse_event_time(self.max_future_from)
+        except BadEvent as exc:
+            raise ConfigError(
+                f"MAX_FUTURE_FROM={self.max_future_from!r} is not an ISO-8601 instant"
+            ) from exc
 
     def __repr__(self) -> str:
         """Secrets masked: a logged or printed Settings must not leak them."""

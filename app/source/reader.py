@@ -75,9 +75,11 @@ class BatchReader:
         user_partition: KeyPartitioner,
         lake_rows,
         limits: RecordLimits | None = None,
+        future_from_ms: int | None = None,
     ) -> None:
         self.max_future_ms = max_future_ms
         self.limits = limits or RecordLimits.kafka_defaults()
+        self.future_from_ms = future_from_ms  # MAX_FUTURE_FROM; None: `now_ms` of read()
         self.enriched_partition = enriched_partition
         self.user_partition = user_partition
         self.lake_rows = lake_rows  # app.sinks.lake.LakeRows
@@ -91,6 +93,7 @@ class BatchReader:
         next_offset = reader.next_offset
         processing_iso = iso_utc(now_ms)
         max_future_ms = self.max_future_ms
+        future_from_ms = now_ms if self.future_from_ms is None else self.future_from_ms
         enriched_partition, user_partition = self.enriched_partition, self.user_partition
         # the same partition count partitions a key the same way: compute it once
         same_partitions = enriched_partition.partitions == user_partition.partitions
@@ -106,7 +109,7 @@ class BatchReader:
             next_offset = offset + 1
             to_kafka = offset >= kafka_from
             try:
-                event = decode(record.value, now_ms, max_future_ms)
+                event = decode(record.value, future_from_ms, max_future_ms)
                 event_time = event.event_time
                 late = event_time < clock.watermark  # what observe() says once it is taken
                 user_id = event.user_id

@@ -97,6 +97,7 @@ class SourceStage(BatchStage):
             KeyPartitioner(settings.partitions),
             self.lake.rows,
             self.limits,
+            settings.max_future_from_ms,
         )
         self.outputs = OutputWriter(
             settings,

@@ -80,7 +80,10 @@ def diff(expected: scenario.Expected, got: scenario.Expected | None) -> str | No
     return "; ".join(problems) or None
 
 
-async def produce(bootstrap: str, topic: str, per_partition, keyed: bool, pace_s: float = 0):
+async def produce(
+    bootstrap: str, topic: str, per_partition, keyed: bool, pace_s: float = 0, sent=None
+):
+    """Send every event; `sent` (a list of one int), when given, counts what was sent."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
@@ -94,6 +97,8 @@ async def produce(bootstrap: str, topic: str, per_partition, keyed: bool, pace_s
             await producer.send(
                 topic, orjson.dumps(e.value()), partition=p, key=e.user.encode() if keyed else None
             )
+            if sent is not None:
+                sent[0] = n + 1
             if pace_s and n % 200 == 0:
                 await asyncio.sleep(pace_s)
         await producer.flush()

@@ -8,10 +8,17 @@ read_committed visibility up to the last stable offset, and compaction. Consumer
 are assigned partitions by the test (`FakeKafka.assign`), which runs the stage's
 rebalance listener as aiokafka would.
 
+tests/kafka_contract.py holds it to the real broker (run against both). One known
+difference stays: a commit here is visible the moment `commit_transaction` returns;
+the broker answers once its transaction log holds the commit and writes the markers
+(and the group's offsets) a moment later, so a reader right after may not see it yet.
+
 Every step a commit takes can be made to fail (`FakeKafka.fail`): `init`, `send`
 (the broker refuses a batch, retriably), `offsets`, `commit` (the request fails, nothing
 happens), `commit-reply` (the commit happens, its reply is lost), and `hang-send`
-(a send that never completes). Mirrors the aiokafka calls the stages make; what the
+(a send that never completes). `FakeKafka.hold("commit")` stops the next commit
+in flight until the test lets it go, to interleave something with it (a rebalance,
+say). Mirrors the aiokafka calls the stages make; what the
 stages do not call is not here.
 """
 
@@ -68,6 +75,12 @@ class Metadata:
     offset: int
 
 
+@dataclass
+class Hold:
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class FakeKafka:
     def __init__(self) -> None:
         self.logs: dict[tuple[str, int], list[FakeRecord]] = {}
@@ -82,6 +95,7 @@ class FakeKafka:
         # every topic's max.message.bytes: a larger record is refused, as the broker does
         self.max_message_bytes = 1_048_588
         self.max_batch_bytes = 1 << 20  # as KafkaClients: the stage may lower it
+        self.holds: dict[str, Hold] = {}
 
     # -- the broker ----------------------------------------------------------
 
@@ -97,6 +111,18 @@ class FakeKafka:
     def fail(self, step: str, times: int = 1, after: int = 0) -> None:
         """Make `step` fail `times` times, once it has passed `after` more times."""
         self.faults[step] = [after, times]
+
+    def hold(self, step: str) -> Hold:
+        """Stop the next `step` ("commit") in flight: `await hold.reached.wait()`, then
+        `hold.release.set()` lets it go on."""
+        self.holds[step] = Hold()
+        return self.holds[step]
+
+    async def _hold(self, step: str) -> None:
+        hold = self.holds.pop(step, None)
+        if hold is not None:
+            hold.reached.set()
+            await hold.release.wait()
 
     def _fault(self, step: str) -> bool:
         plan = self.faults.get(step)
@@ -161,7 +187,10 @@ class FakeKafka:
 
     def compact(self, topic: str) -> None:
         """Keep the newest committed record of each key (and drop aborted ones), as the
-        log cleaner does below the last stable offset."""
+        log cleaner does below the last stable offset. A tombstone (value None) is kept
+        as its key's newest record: the broker removes tombstones only
+        delete.retention.ms (a day by default) after compacting them, a time this fake
+        does not reach (tests/kafka_contract.py)."""
         for p in self.partitions(topic):
             log = self.logs[(topic, p)]
             stable = self.lso(topic, p)
@@ -177,7 +206,6 @@ class FakeKafka:
                 and r.committed
                 and not r.control
                 and newest.get(r.key) == r.offset
-                and r.value is not None
             ]
             kept = sorted(unstable + newest_values, key=lambda r: r.offset)
             # offsets stay as they were; the gaps are what compaction leaves
@@ -306,6 +334,7 @@ class FakeProducer:
             self.txn.offsets[(group_id, tp)] = offset
 
     async def commit_transaction(self) -> None:
+        await self.kafka._hold("commit")
         self._check()
         if self.kafka._fault("commit"):
             raise KafkaConnectionError("broker away (commit)")

@@ -182,8 +182,11 @@ def test_bad_input_is_rejected_with_its_reason(raw, expected):
 
 def test_a_record_nested_as_deep_as_can_be_written_again_is_valid():
     raw = record(nested=nested(MAX_WRITABLE_DEPTH - 1))  # the record's own object is one
-    orjson.dumps(decode(raw, NOW, MAX_FUTURE).fields)
-    decode(record(text="[" * 300), NOW, MAX_FUTURE)  # brackets in a string nest nothing
+    event = decode(raw, NOW, MAX_FUTURE)
+    assert event.fields == orjson.loads(raw)  # all of it, nesting included
+    assert orjson.loads(orjson.dumps(event.fields)) == event.fields  # and it can be written
+    text = decode(record(text="[" * 300), NOW, MAX_FUTURE)  # brackets in a string nest nothing
+    assert text.fields["text"] == "[" * 300
 
 
 def test_the_longest_storable_strings_and_unusual_ones_are_carried_exactly():

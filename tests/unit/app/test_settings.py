@@ -400,3 +400,11 @@ def test_the_sql_check_catches_interpolation(tmp_path):
         "    await conn.fetchrow('SELECT * FROM t WHERE u = ' + user)\n"
     )
     assert len(_sql_problems(bad)) >= 4
+
+
+def test_max_future_from_is_an_instant_and_unset_means_the_wall_clock():
+    assert Settings.from_env({}).max_future_from_ms is None
+    s = Settings.from_env({"MAX_FUTURE_FROM": "2026-01-29T10:00:00Z"})
+    assert s.max_future_from_ms == 1_769_680_800_000
+    with pytest.raises(ConfigError, match="MAX_FUTURE_FROM"):
+        Settings.from_env({"MAX_FUTURE_FROM": "tomorrow"})

@@ -210,3 +210,15 @@ def test_a_record_that_meets_a_bug_is_dead_lettered_and_the_batch_goes_on(monkey
     assert [(d.offset, d.reason) for d in out.dead_letters] == [(1, "internal_error")]
     assert "ValueError: a bug met on this value" in out.dead_letters[0].detail
     assert lake_offsets(rows) == [0, 2] and out.events == 2
+
+
+def test_max_future_is_measured_from_max_future_from_when_set_not_from_the_read_time():
+    rows = LakeRows()
+    fixed = BatchReader(5 * MIN, KeyPartitioner(4), KeyPartitioner(4), rows, future_from_ms=T)
+    records = [Record(0, event(T + 5 * MIN)), Record(1, event(T + 5 * MIN + 1))]
+    for now_ms in (T - 60 * MIN, T, T + 60 * MIN):  # whenever the batch is read
+        out = fixed.read(reader(), records, now_ms)
+        assert [(d.offset, d.reason) for d in out.dead_letters] == [(1, "future_event_time")]
+    # unset: the read time
+    read, _ = batch_reader()
+    assert not read.read(reader(), records, T + MIN).dead_letters

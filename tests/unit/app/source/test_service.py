@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from app.commit import stage as stage_module
+from app.errors import Fenced
 from app.settings import Settings
 from app.sinks.lake import LakeTable
 from app.source.service import SourceStage
@@ -39,6 +40,16 @@ async def started(kafka: FakeKafka, tmp_path) -> SourceStage:
     await stage.on_start()
     stage.loop_task.cancel()  # the test steps it with poll()
     return stage
+
+
+async def owner_of_both(tmp_path) -> tuple[FakeKafka, SourceStage]:
+    """A stage assigned both partitions of the input, which holds 20 records."""
+    kafka = FakeKafka()
+    kafka.create_topic(INPUT, 2)
+    stage = await started(kafka, tmp_path / "a")
+    await kafka.assign(stage.consumer, {0, 1})
+    send(kafka, 20)
+    return kafka, stage
 
 
 def send(kafka: FakeKafka, n: int, start: int = 0) -> None:
@@ -99,11 +110,7 @@ async def test_after_a_failed_or_unknown_commit_it_reads_on_from_the_brokers_off
 async def test_a_fenced_partition_commits_nothing_and_is_opened_again_if_still_assigned(
     tmp_path, monkeypatch
 ):
-    kafka = FakeKafka()
-    kafka.create_topic(INPUT, 2)
-    a = await started(kafka, tmp_path / "a")
-    await kafka.assign(a.consumer, {0, 1})
-    send(kafka, 20)
+    kafka, a = await owner_of_both(tmp_path)
     await step(a)
     send(kafka, 20, start=20)
     await a.poll(commit=False)  # A has them in its open checkpoint...
@@ -120,7 +127,7 @@ async def test_a_fenced_partition_commits_nothing_and_is_opened_again_if_still_a
     await a.poll(commit=False)
     assert not a.fenced
     await step(a)
-    with pytest.raises(Exception):  # noqa: B017 - B is fenced now, whatever it raises
+    with pytest.raises(Fenced, match="owned by another worker"):  # B is fenced now
         await b.checkpoints[0].commit(10**6)
     exactly_once(kafka, 60)
 
@@ -289,3 +296,31 @@ async def test_a_partition_that_cannot_be_opened_holds_no_other_back_and_is_repo
         await asyncio.wait_for(loop, 5)
     assert sum(enriched_copies(kafka).values()) == 20  # partition 0's, promptly
     assert [p for p, _ in stage.not_opened()] == [1]
+
+
+async def test_a_revocation_during_a_commit_in_flight_waits_for_it_and_the_next_owner_goes_on(
+    tmp_path, caplog
+):
+    kafka, a = await owner_of_both(tmp_path)
+    hold = kafka.hold("commit")
+    await a.poll(commit=False)
+    committing = asyncio.create_task(a.poll(commit=True))
+    await hold.reached.wait()  # partition 0's transaction is being committed ...
+    revoking = asyncio.create_task(kafka.assign(a.consumer, {1}))  # ... when 0 is revoked
+    await asyncio.sleep(0.2)  # time for a revocation that did not wait to go ahead
+    assert not revoking.done() and a.rebalancing  # it waits for the commit's turn
+    assert 0 in a.checkpoints and not a.checkpoints[0].closed
+    hold.release.set()
+    await committing
+    await revoking
+    # its own commit (nothing left to commit) did not meet the one in flight
+    assert "commit before giving up" not in caplog.text
+    assert set(a.checkpoints) == {1} and not a.rebalancing
+    exactly_once(kafka, 20)  # committed once, before the partition was given up
+    b = await started(kafka, tmp_path / "a")
+    await kafka.assign(b.consumer, {0})
+    send(kafka, 20, start=20)
+    await step(a)
+    await step(b)
+    exactly_once(kafka, 40)  # B read on from A's commit: nothing again, nothing lost
+    assert a.refused_by_fence == 0

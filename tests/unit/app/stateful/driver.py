@@ -87,6 +87,22 @@ class MemorySink:
             self.confirmed[part] = max(number, self.confirmed.get(part, 0))
 
 
+class FullDisk:
+    """The RocksDB handle, with writes failing while `full`."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.full = True
+
+    def write(self, batch) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        self.db.write(batch)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
 class Driver:
     def __init__(self, tmp_path: Path, partitions: int = 2, sources: int = 2) -> None:
         self.tmp_path = tmp_path

@@ -15,10 +15,11 @@ from app.commit import stage as stage_module
 from app.stateful import changelog, restore
 from app.stateful import service as service_module
 from app.stateful.partition import StatefulPartition
+from app.stateful.service import StatefulStage
 from app.stateful.state import LocalState
 from app.wire import WatermarkMark, encode_events, encode_mark
 from tables.sessions import ACTIVE, TIMED_OUT
-from tests.unit.app.stateful.driver import Driver, difference, scenario_of
+from tests.unit.app.stateful.driver import Driver, FullDisk, difference, scenario_of
 
 CHUNK = 100
 
@@ -32,6 +33,21 @@ async def run_through(driver: Driver, stage, per_source, length: int, start: int
     for at in range(start, length, CHUNK):
         driver.send(per_source, at, CHUNK)
         await driver.step(stage)
+
+
+async def owner_of_both(tmp_path) -> tuple[Driver, StatefulStage]:
+    driver = Driver(tmp_path)
+    stage = await driver.worker("a")
+    await driver.assign(stage, {0, 1})
+    return driver, stage
+
+
+async def run_both(driver: Driver, stages, per_source, length: int, start: int) -> None:
+    """Send the rest a chunk at a time, each stage stepped after each chunk."""
+    for at in range(start, length, CHUNK):
+        driver.send(per_source, at, CHUNK)
+        for stage in stages:
+            await driver.step(stage)
 
 
 async def test_rows_equal_the_expectation_when_nothing_goes_wrong(tmp_path):
@@ -202,10 +218,52 @@ async def test_revoking_commits_what_was_applied_and_the_next_owner_continues(tm
     await driver.assign(a, {1})
     for stage in (a, b):
         await driver.step(stage)
-    for at in range(4 * CHUNK, length, CHUNK):
-        driver.send(per_source, at, CHUNK)
-        await driver.step(a)
-        await driver.step(b)
+    await run_both(driver, (a, b), per_source, length, start=4 * CHUNK)
+    assert difference(expected, driver.db.rows()) is None
+
+
+async def test_a_revocation_during_a_commit_in_flight_waits_for_it(tmp_path, caplog):
+    per_source, expected, length = scenario_of(seed=13, users=100)
+    driver, a = await owner_of_both(tmp_path)
+    await run_through(driver, a, per_source, 3 * CHUNK)
+    driver.send(per_source, 3 * CHUNK, CHUNK)
+    await a.poll(commit=False)
+    hold = driver.kafka.hold("commit")
+    committing = asyncio.create_task(a.poll(commit=True))
+    await hold.reached.wait()  # a transaction is being committed ...
+    revoking = asyncio.create_task(driver.assign(a, {1}))  # ... when a rebalance comes
+    await asyncio.sleep(0.2)  # time for a revocation that did not wait to go ahead
+    assert not revoking.done() and set(a.parts) == {0, 1}
+    hold.release.set()
+    await committing
+    await revoking
+    assert set(a.parts) == {1}
+    assert "commit before giving up" not in caplog.text  # it met no commit in flight
+    a.sink.flush()
+    b = await driver.worker("b")
+    await driver.assign(b, {0})  # from A's commits: the changelog and the input offset
+    await run_both(driver, (a, b), per_source, length, start=4 * CHUNK)
+    assert difference(expected, driver.db.rows()) is None
+
+
+async def test_after_a_local_write_fails_the_next_owner_replays_what_the_store_lacks(tmp_path):
+    per_source, expected, length = scenario_of(seed=14, users=100)
+    driver, a = await owner_of_both(tmp_path)
+    await run_through(driver, a, per_source, 2 * CHUNK)
+    local = a.parts[0].local
+    held = local.position.changelog_next
+    disk = local._db = FullDisk(local._db)  # partition 0's disk fills up
+    await run_through(driver, a, per_source, 4 * CHUNK, start=2 * CHUNK)
+    assert local.broken and local.position.changelog_next == held  # commits went on
+    disk.full = False
+    local._db = disk.db
+    await driver.crash(a)
+    b = await driver.worker("a")  # the same folder: its store stops at `held`
+    await driver.assign(b, {0, 1})
+    lacking = [r for r in driver.kafka.visible(b.changelog_topic, 0) if r.offset >= held]
+    assert b.parts[0].restored_records == len(lacking) > 0
+    assert b.parts[1].restored_records == 0  # partition 1's store was whole
+    await run_through(driver, b, per_source, length, start=4 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
 
 
@@ -239,7 +297,9 @@ async def test_local_state_older_than_the_tombstone_retention_is_rebuilt(tmp_pat
     monkeypatch.setattr(restore.time, "time", lambda: later)
     b = await driver.worker("a")
     await driver.assign(b, {0, 1})
-    for part in b.parts.values():  # read the whole changelog again
+    for part in b.parts.values():  # read the whole changelog again, not only its tail
+        whole = len(driver.kafka.visible(b.changelog_topic, part.partition))
+        assert whole > 0 and part.restored_records == whole
         assert part.changelog_next == driver.kafka.highwater(b.changelog_topic, part.partition)
 
 

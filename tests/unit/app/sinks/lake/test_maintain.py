@@ -8,6 +8,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 from app.sinks.lake import LakeTable
 from app.sinks.lake.maintenance import LARGE_FILES_MAX, SMALL_FILES_MAX, day_target, plan
@@ -52,7 +53,7 @@ def test_maintain_compacts_closed_days_while_another_process_commits(tmp_path):
         while not writing.ready():
             figures.append(lake.maintain(AFTER_T0))
             time.sleep(0.05)
-        writing.get(timeout=5)
+        writing.get(timeout=60)
     figures.append(lake.maintain(AFTER_T0))
     assert sum(f["days_compacted"] for f in figures) >= 2, figures
     final = figures[-1]
@@ -117,6 +118,14 @@ def test_files_a_crash_left_behind_are_never_read_and_are_vacuumed(tmp_path):
     assert every_version_is_whole(tmp_path) >= 3
 
 
+def version_of(path) -> int:
+    """The lake's latest version; -1 before its first commit."""
+    try:
+        return DeltaTable(path).version()
+    except TableNotFoundError:
+        return -1
+
+
 def test_the_open_day_stays_few_files_while_another_process_appends(tmp_path):
     lake = LakeTable(tmp_path, APP)
     today, now = "2024-10-04", T0 + DAY // 2  # T0's day is open all along
@@ -125,19 +134,24 @@ def test_the_open_day_stays_few_files_while_another_process_appends(tmp_path):
         writing = pool.apply_async(compete, (str(tmp_path), [0, 1, 2], 80, 25, "today"))
         figures = []
         while not writing.ready():
+            before = version_of(tmp_path)
             figures.append(lake.maintain(now))
             if figures[-1]["version"] is None:  # no commit yet
                 time.sleep(0.05)
                 continue
             after = figures[-1]["files_per_day_after"]
-            # what the last maintain left, plus the commits that landed while it ran
-            assert after.get(today, 0) <= SMALL_FILES_MAX + 10, figures[-1]
+            # what the maintain left, plus the commits that landed while it ran (one file
+            # each): however fast the writer goes, not the files of every commit so far
+            landed = figures[-1]["version"] - before
+            assert after.get(today, 0) <= SMALL_FILES_MAX + landed, (landed, figures[-1])
             check_contiguous(offsets(lake.open()))
-        _, retries = writing.get(timeout=5)
+        _, retries = writing.get(timeout=60)
     figures.append(lake.maintain(now))
     assert figures[-1]["files_per_day_after"][today] <= SMALL_FILES_MAX + 1, figures[-1]
+    # how many maintains ran while the writer did is a matter of speed: at least one
+    # compaction (80 commits, 80 files, without one) and no deferral, whatever the speed
     compactions = sum(f["days_compacted"] for f in figures)
-    assert compactions >= 3 and not any(f["days_deferred"] for f in figures), figures
+    assert compactions >= 1 and not any(f["days_deferred"] for f in figures), figures
     assert check_contiguous(offsets(lake.open())) == {0: 2000, 1: 2000, 2: 2000}
     assert every_version_is_whole(tmp_path) > 80
     print(f"\n{len(figures)} maintains, {compactions} compactions, writer retries {retries}")
