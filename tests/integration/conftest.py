@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,8 +53,10 @@ def s3(infra) -> S3Server:
 
 @pytest.fixture
 def s3_lake(s3, unique) -> dict[str, str]:
-    """The settings of a lake of its own on the S3 server: LAKE_URI and the AWS_* options."""
-    return {"LAKE_URI": f"s3://{TEST_BUCKET}/{unique}/lake", **s3.environment()}
+    """The settings of a lake of its own on the S3 server: LAKE_URI and the AWS_* options.
+    Its objects are deleted afterwards (from the server's folder)."""
+    yield {"LAKE_URI": f"s3://{TEST_BUCKET}/{unique}/lake", **s3.environment()}
+    shutil.rmtree(s3.root / TEST_BUCKET / unique, ignore_errors=True)
 
 
 @pytest.fixture
