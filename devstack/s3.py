@@ -92,6 +92,7 @@ class S3Server:
     secret_key: str = field(default=DEFAULT_SECRET_KEY, repr=False)
     host: str = "127.0.0.1"
     binary_state: Path | None = None  # where the built binary lives (default: home's parent)
+    external: bool = False  # a server devstack did not start (its folders are not ours)
 
     @property
     def root(self) -> Path:
@@ -124,6 +125,8 @@ class S3Server:
 
     def create_bucket(self, name: str) -> None:
         """A bucket is a folder of the root (the posix backend)."""
+        if self.external:
+            raise StackError(f"create the bucket {name!r} on the S3 server at {self.endpoint}")
         if not _BUCKET.match(name):
             raise StackError(f"{name!r} is not a valid bucket name (3-63 of a-z 0-9 . -)")
         (self.root / name).mkdir(parents=True, exist_ok=True)

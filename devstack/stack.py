@@ -190,21 +190,21 @@ def ensure_s3(buckets: tuple[str, ...] = ()) -> S3Server:
                 server.create_bucket(bucket)
             return server
     host, port = endpoint.hostname or "127.0.0.1", endpoint.port or 80
+    explicit = configured("AWS_ENDPOINT_URL") is not None
+    if not explicit and is_s3(host, port):  # someone else's: ours goes elsewhere
+        port = probes.next_free_port("127.0.0.1", port + 1)
+        say(f"s3: port {endpoint.port or 80} has an S3 server devstack did not start; using {port}")
     port, running = _choose_port(
-        "an S3 server",
-        "AWS_ENDPOINT_URL",
-        host,
-        port,
-        explicit=configured("AWS_ENDPOINT_URL") is not None,
-        is_it=is_s3,
+        "an S3 server", "AWS_ENDPOINT_URL", host, port, explicit=explicit, is_it=is_s3
     )
-    if running:
-        raise StackError(
-            f"an S3 server that devstack did not start answers at {host}:{port}. Use it "
-            "(create the lake's bucket there yourself and leave out `make up`'s S3), or "
-            "point AWS_ENDPOINT_URL at a free port and devstack starts its own."
-        )
     server.port = port
+    if running:  # AWS_ENDPOINT_URL names it: use it as it is, like Kafka and PostgreSQL
+        server.external = True
+        say(
+            f"s3: using the S3 server already running at {host}:{port}; its buckets are its "
+            f"own business (the lake needs {', '.join(buckets) or 'its bucket'})"
+        )
+        return server
     server.start(buckets)
     return server
 
