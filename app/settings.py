@@ -155,7 +155,7 @@ class Settings:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "database_url":
+            if f.name in ("database_url", "lake_uri", "lake_dir") and value:
                 value = mask_url(value)
             elif f.name in _SECRET_FIELDS and value:
                 value = "***"

@@ -18,6 +18,7 @@ for a version wins it.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -29,7 +30,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, WriterPropertie
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from app.errors import PipelineError
-from app.sinks.lake.location import LakeLocation
+from app.sinks.lake.location import LakeLocation, resolve
 from app.sinks.lake.maintenance import maintain
 from app.sinks.lake.rows import PartitionRows
 from app.sinks.lake.schema import PARTITION_COLUMN, SCHEMA, to_arrow
@@ -72,8 +73,8 @@ class LakeTable:
         target_file_bytes: int = TARGET_FILE_BYTES,
         close_after_ms: int = 3_600_000,
     ) -> None:
-        if not isinstance(lake, LakeLocation):
-            lake = LakeLocation(str(Path(lake).absolute()))
+        if not isinstance(lake, LakeLocation):  # a folder, or a URI with the env's options
+            lake = resolve(str(lake), os.environ)
         self.location = lake
         self.path = lake.uri
         self.options = dict(lake.storage_options) or None

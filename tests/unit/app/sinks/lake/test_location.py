@@ -1,6 +1,7 @@
 """LAKE_URI / LAKE_DIR: a folder or an object-store URI, its options from the environment,
 its secrets nowhere in what is shown."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,20 @@ def test_user_info_in_a_uri_is_masked():
     assert lake.redact("failed for az://account:topsecret@container") == (
         "failed for az://account:***@container"
     )
+
+
+def test_a_uri_with_user_info_is_masked_in_the_settings_repr():
+    settings = Settings.from_env({"LAKE_URI": "az://account:topsecret@container/lake"})
+    assert "topsecret" not in repr(settings)
+
+
+def test_the_table_takes_a_uri_and_the_environment_s_options(monkeypatch):
+    from app.sinks.lake import LakeTable
+
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    table = LakeTable("s3://lake/events", "app")
+    assert table.path == "s3://lake/events"
+    assert table.options == {"AWS_REGION": "eu-west-1", "AWS_CONDITIONAL_PUT": "etag"}
+    assert LakeTable("relative/lake", "app").path == str(Path("relative/lake").absolute())
