@@ -23,6 +23,7 @@ from deltalake import DeltaTable
 from app.events import Event
 from app.sinks.lake import LakeRows, LakeTable
 from app.sinks.lake.location import LakeLocation, resolve
+from devstack import stack
 from tests.integration.conftest import TEST_BUCKET
 
 DAY = 86_400_000
@@ -34,6 +35,8 @@ COMMITS = 6
 PARTITIONS = 3
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 DELTA_SPARK = os.environ.get("DELTA_SPARK_PACKAGE", "io.delta:delta-spark_2.13:4.1.0")
+# s3a for Spark: the hadoop-aws of pyspark 4.1.1's Hadoop (3.4.2); it brings the AWS SDK
+HADOOP_AWS = os.environ.get("HADOOP_AWS_PACKAGE", "org.apache.hadoop:hadoop-aws:3.4.2")
 
 
 @pytest.fixture(scope="module", params=["folder", "s3"])
@@ -152,29 +155,40 @@ def test_duckdb_delta_extension(lake):
 
 
 @pytest.mark.slow
-def test_spark(lake, tmp_path):
+def test_spark(lake):
+    """Spark reads the folder as `path`, and the bucket through s3a (hadoop-aws)."""
     if shutil.which("java") is None:
         pytest.skip("no java")
-    if not lake.local:
-        pytest.skip(
-            "not run here: Spark reads s3:// through s3a (hadoop-aws 3.4.2 and the AWS SDK "
-            "bundle, ~600 MB from Maven Central); README, Running on several machines"
-        )
     from pyspark.sql import SparkSession
 
+    # one JVM per test process: its packages serve both variants (the first one starts it)
     spark = (
         SparkSession.builder.master("local[1]")
         .appName("lake-readers")
-        .config("spark.jars.packages", DELTA_SPARK)
-        .config("spark.jars.ivy", str(tmp_path / "ivy"))
+        .config("spark.jars.packages", f"{DELTA_SPARK},{HADOOP_AWS}")
+        .config("spark.jars.ivy", str(stack.state_dir() / "ivy"))  # downloaded once
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
+    path = lake.uri
+    if not lake.local:  # the same options, in s3a's words
+        options = lake.storage_options
+        hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+        for key, value in {
+            "fs.s3a.endpoint": options["AWS_ENDPOINT_URL"],
+            "fs.s3a.endpoint.region": options["AWS_REGION"],
+            "fs.s3a.access.key": options["AWS_ACCESS_KEY_ID"],
+            "fs.s3a.secret.key": options["AWS_SECRET_ACCESS_KEY"],
+            "fs.s3a.path.style.access": "true",
+            "fs.s3a.connection.ssl.enabled": "false",
+        }.items():
+            hadoop.set(key, value)
+        path = "s3a://" + lake.uri.removeprefix("s3://")
     try:
-        frame = spark.read.format("delta").load(lake.uri)
+        frame = spark.read.format("delta").load(path)
         assert frame.count() == COMMITS * PER_COMMIT
         picked = frame.where(f"event_date = DATE '{PICKED}'")
         assert picked.count() == expected_per_date()[PICKED]
