@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Kafka + PostgreSQL + a worker + the producer, until Ctrl-C
+## Kafka + PostgreSQL (+ the S3 server when LAKE_URI=s3://... points at 127.0.0.1) + a worker
+## + the producer, until Ctrl-C
 up: $(STAMP)
 	$(PY) -m devstack up $(PRODUCER_ARGS)
 
-## Kafka + PostgreSQL only; prints the export lines to use
+## Kafka + PostgreSQL (+ that S3 server) only; prints the export lines to use
 infra: $(STAMP)
 	@$(PY) -m devstack infra
 
@@ -40,8 +41,8 @@ define PYTEST_THEN_STACK_STATUS
 	exit $$status
 endef
 
-## unit + integration tests (starts Kafka and PostgreSQL itself, reusing running ones,
-## and leaves them running for the next run: `make down` stops them)
+## unit + integration tests (starts Kafka, PostgreSQL and the S3 server itself, reusing
+## running ones, and leaves them running for the next run: `make down` stops them)
 test: $(STAMP)
 	$(call PYTEST_THEN_STACK_STATUS,-m "not slow")
 

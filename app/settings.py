@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from dotenv import load_dotenv
 
 from app.errors import ConfigError
+from app.sinks.lake.location import LakeLocation, is_secret, resolve
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, None: 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
@@ -71,6 +72,11 @@ class Settings:
     kafka_bootstrap_servers: str = "localhost:9092"
     database_url: str = "postgresql://user:password@localhost:5432/stream_data"
     lake_dir: str = "data/lake"
+    # LAKE_URI, when set, is where the lake is (LAKE_DIR takes a URI too): see
+    # app/sinks/lake/location.py
+    lake_uri: str | None = None
+    # the object store's options (AWS_*, GOOGLE_*, AZURE_* of the environment)
+    lake_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     lateness_ms: int = 120_000
     session_timeout_ms: int = 900_000
     idle_advance_ms: int = 30_000
@@ -171,12 +177,19 @@ class Settings:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "database_url":
+            if f.name in ("database_url", "lake_uri", "lake_dir") and value:
                 value = mask_url(value)
             elif f.name in _SECRET_FIELDS and value:
                 value = "***"
+            elif f.name == "lake_options":
+                value = tuple((k, "***" if is_secret(k) else v) for k, v in value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+    @property
+    def lake(self) -> LakeLocation:
+        """Where the lake is, with its storage options; `.target` is safe to show."""
+        return resolve(self.lake_uri or self.lake_dir, dict(self.lake_options))
 
     @property
     def internal_topic(self) -> str:
@@ -189,6 +202,8 @@ class Settings:
             environ = dict(os.environ)
         values = {}
         for f in fields(cls):
+            if f.name == "lake_options":
+                continue
             name = f.name.upper()
             if name.endswith("_MS"):
                 name = name[:-3]
@@ -206,6 +221,8 @@ class Settings:
                 values[f.name] = raw.strip().upper()
             else:
                 values[f.name] = raw
+        location = values.get("lake_uri") or values.get("lake_dir") or cls.lake_dir
+        values["lake_options"] = tuple(sorted(resolve(location, environ).storage_options.items()))
         return cls(**values)
 
 

@@ -101,9 +101,7 @@ def build(settings: Settings, lake=None) -> Worker:
         outages=outages,
     )
     if lake is None:
-        lake = LakeTable(
-            settings.lake_dir, settings.app_id, retention_ms=settings.lake_retention_ms
-        )
+        lake = LakeTable(settings.lake, settings.app_id, retention_ms=settings.lake_retention_ms)
     services = {"outages": outages, "loop": app.loop, "beacon": app.beacon}
     source = SourceStage(settings, stats, lake, clients, **services)
     stateful = StatefulStage(settings, postgres, clients, **services)
@@ -143,7 +141,7 @@ def _register_dependencies(worker: Worker, clients: KafkaClients) -> None:
     )
     worker.outages.register(
         "lake",
-        str(settings.lake_dir),
+        settings.lake.target,  # the URI, no secret
         lambda: (
             f"{lake.pending_rows():,} rows for the lake (reading waits past {lake.max_buffered:,})"
         ),

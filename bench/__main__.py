@@ -35,6 +35,7 @@ from bench.profile import Profiler, top_functions
 from bench.variant import VARIANTS
 from bench.worker import Worker, WorkerGroup
 from devstack import stack
+from devstack.s3 import VERSION as S3_VERSION
 
 DEFAULT_SECTIONS = (
     "ceiling",
@@ -256,23 +257,42 @@ class Bench:
 
     async def scaleout(self, topic: str, loaded: dict, count: int) -> dict:
         """The backlog caught up by `count` workers of one app started together on this
-        machine: what more processes add to the one-worker catch-up."""
-        async with self.database("scaleout") as db:
-            app_id = f"bench-{self.run_id}-scaleout"
-            lake = str(self.work / "scaleout-lake")
+        machine: what more processes add to the one-worker catch-up. With `--scaleout-s3`
+        (the default), the same with the lake on devstack's S3 server, by one worker and
+        by `count`, each worker with its own state folder, the lake shared only through
+        the S3 server."""
+        lake = {"LAKE_DIR": str(self.work / "scaleout-lake")}
+        out = await self.group_catch_up(topic, loaded, count, "scaleout", lake)
+        if self.args.scaleout_s3:
+            s3 = stack.ensure_s3(buckets=("bench",))
+            out["s3"] = {"server": f"versitygw {S3_VERSION} at {s3.endpoint}"}
+            for n, key in ((1, "one_worker"), (count, "workers")):
+                on_s3 = {
+                    "LAKE_URI": f"s3://bench/{self.run_id}-{n}/lake",
+                    "LAKE_DIR": "",
+                    **s3.environment(),
+                }
+                name = f"scaleout-s3-{n}"
+                out["s3"][key] = await self.group_catch_up(topic, loaded, n, name, on_s3)
+        return out
+
+    async def group_catch_up(
+        self, topic: str, loaded: dict, count: int, name: str, lake: dict[str, str]
+    ) -> dict:
+        """`count` workers of one app (settings `lake` for the lake) catch up the backlog."""
+        async with self.database(name) as db:
+            app_id = f"bench-{self.run_id}-{name}"
             workers = WorkerGroup(
                 [
-                    self.worker(
-                        f"scaleout-{i}", topic, db, APP_ID=app_id, LAKE_DIR=lake, LAKE_FLUSH="2s"
-                    )
+                    self.worker(f"{name}-{i}", topic, db, APP_ID=app_id, LAKE_FLUSH="2s", **lake)
                     for i in range(count)
                 ]
             )
             try:
                 workers.start()
-                say(f"scaleout: {count} workers of one app catching up the backlog...")
+                say(f"{name}: {count} worker(s) of one app catching up the backlog...")
                 cpu_before, cpu_began = workers.cpu_seconds(), time.monotonic()
-                out = await self.catch_up(workers, topic, loaded, db, "scaleout")
+                out = await self.catch_up(workers, topic, loaded, db, name)
                 cpu_after = workers.cpu_seconds()
                 if cpu_before is not None and cpu_after is not None:
                     out["workers_cpu_pct_of_core"] = round(
@@ -579,6 +599,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recovery-events", type=int, default=20_000, help="added after SIGKILL")
     p.add_argument(
         "--scaleout-workers", type=int, default=2, help="workers of the scaleout section"
+    )
+    p.add_argument(
+        "--scaleout-s3",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the scaleout section also catches up with the lake on devstack's S3 server "
+        "(one worker, then --scaleout-workers); needs Go to build the server once",
     )
     p.add_argument("--memory-users", type=int, default=100_000)
     p.add_argument("--memory-events", type=int, default=300_000)

@@ -187,7 +187,29 @@ def _scaleout_rows(scale: dict | None, pipe: dict, ceiling) -> list[tuple[str, s
                 "-",
             )
         )
-    return rows
+    return rows + _s3_rows(scale.get("s3"), rate, pipe)
+
+
+def _s3_rows(s3: dict | None, folder_rate: float, pipe: dict) -> list[tuple[str, str, str, str]]:
+    """The same catch-ups with the lake on the S3 server, beside the folder lake's."""
+    if not s3:
+        return []
+    one, many = s3["one_worker"]["events_per_s"], s3["workers"]["events_per_s"]
+    folder_one = f" (folder lake: {_fmt(pipe['events_per_s'], ' ev/s')})" if pipe else ""
+    return [
+        (
+            f"catch-up, lake on S3 ({s3['server']}): one worker",
+            _fmt(one, " ev/s") + folder_one,
+            "-",
+            "-",
+        ),
+        (
+            f"  {s3['workers']['workers']} workers",
+            f"{_fmt(many, ' ev/s')} ({many / one:.2f}x; folder lake: {_fmt(folder_rate, ' ev/s')})",
+            "-",
+            "-",
+        ),
+    ]
 
 
 def _spread(d: dict, unit: str) -> str:

@@ -33,6 +33,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": info.bootstrap,
         "DATABASE_URL": info.database_url,
+        **(info.s3.environment() if info.s3 else {}),
     }
     logs = stack.state_dir() / "logs"
     for name, argv in APPS.items():
@@ -95,15 +96,16 @@ def cmd_status(_: argparse.Namespace) -> None:
             + ". `make down` stops them."
         )
     else:
-        print("devstack started no Kafka or PostgreSQL that is still running.")
+        print("devstack started no Kafka, PostgreSQL or S3 server that is still running.")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("infra", help="start (or reuse) Kafka and PostgreSQL").set_defaults(
-        func=cmd_infra
-    )
+    sub.add_parser(
+        "infra",
+        help="start (or reuse) Kafka and PostgreSQL, and the S3 server for a lake on a local S3",
+    ).set_defaults(func=cmd_infra)
     up = sub.add_parser(
         "up",
         help="infra, then a worker and the producer until Ctrl-C; other options go to "
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         func=cmd_env
     )
     sub.add_parser(
-        "status", help="say whether the Kafka and PostgreSQL it started are still running"
+        "status",
+        help="say whether the Kafka, PostgreSQL and S3 server it started are still running",
     ).set_defaults(func=cmd_status)
     # `up` passes every option it does not know to `python -m producer`
     args, extra = parser.parse_known_args(argv)

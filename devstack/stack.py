@@ -1,4 +1,10 @@
-"""Bring up (or reuse) Kafka and PostgreSQL and tell where they are."""
+"""Bring up (or reuse) Kafka, PostgreSQL and, for a lake on S3, an S3 server; tell where.
+
+The S3 server (devstack/s3.py) is started when the lake is configured on S3 with an
+endpoint on this machine (`LAKE_URI=s3://...` and `AWS_ENDPOINT_URL=http://127.0.0.1:...`
+in the environment or `.env`), or when asked (`up(s3=True)`, the tests); otherwise the
+lake is a folder and nothing more runs.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,18 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devstack import probes
 from devstack.kafka import KafkaBroker
 from devstack.postgres import PostgresServer, find_bindir
 from devstack.process import StackError, read_pid, say
+from devstack.s3 import S3Server, is_s3
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_DATABASE_URL = "postgresql://user:password@localhost:5432/stream_data"
+DEFAULT_S3_ENDPOINT = "http://127.0.0.1:9000"
 
 
 def state_dir() -> Path:
@@ -40,6 +49,7 @@ def configured(name: str) -> str | None:
 class StackInfo:
     bootstrap: str | None = None
     database_url: str | None = None
+    s3: S3Server | None = None
 
     def exports(self) -> str:
         lines = []
@@ -47,6 +57,8 @@ class StackInfo:
             lines.append(f"export KAFKA_BOOTSTRAP_SERVERS={self.bootstrap}")
         if self.database_url:
             lines.append(f"export DATABASE_URL={self.database_url}")
+        if self.s3:
+            lines += [f"export {k}={v}" for k, v in self.s3.environment().items()]
         return "\n".join(lines)
 
 
@@ -142,10 +154,70 @@ def ensure_postgres() -> str:
     return server.url()
 
 
-def up(kafka: bool = True, postgres: bool = True) -> StackInfo:
+def lake_on_local_s3() -> bool:
+    """Is the lake configured on S3 at an endpoint on this machine?"""
+    lake = configured("LAKE_URI") or configured("LAKE_DIR") or ""
+    if not lake.lower().startswith(("s3://", "s3a://")):
+        return False
+    endpoint = configured("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return False  # Amazon S3 itself
+    return probes.local_host(urlsplit(endpoint).hostname or "")
+
+
+def ensure_s3(buckets: tuple[str, ...] = ()) -> S3Server:
+    """devstack's S3 server: reused if it runs, else started (built on first use).
+
+    Its endpoint and keys are AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY when configured, else http://127.0.0.1:9000 and devstack's
+    keys; the bucket of LAKE_URI is created as well as `buckets`.
+    """
+    home = state_dir() / "s3"
+    endpoint = urlsplit(configured("AWS_ENDPOINT_URL") or DEFAULT_S3_ENDPOINT)
+    keys = {
+        "access_key": configured("AWS_ACCESS_KEY_ID"),
+        "secret_key": configured("AWS_SECRET_ACCESS_KEY"),
+    }
+    server = S3Server(home, **{k: v for k, v in keys.items() if v})
+    lake = configured("LAKE_URI") or configured("LAKE_DIR") or ""
+    if lake.lower().startswith(("s3://", "s3a://")):
+        buckets = (*buckets, urlsplit(lake).netloc)
+    port_file = home / "port.txt"
+    if server.running_pid() is not None and port_file.exists():
+        server.port = int(port_file.read_text())
+        if is_s3(server.host, server.port):
+            for bucket in buckets:
+                server.create_bucket(bucket)
+            return server
+    host, port = endpoint.hostname or "127.0.0.1", endpoint.port or 80
+    explicit = configured("AWS_ENDPOINT_URL") is not None
+    if not explicit and is_s3(host, port):  # someone else's: ours goes elsewhere
+        port = probes.next_free_port("127.0.0.1", port + 1)
+        say(f"s3: port {endpoint.port or 80} has an S3 server devstack did not start; using {port}")
+    port, running = _choose_port(
+        "an S3 server", "AWS_ENDPOINT_URL", host, port, explicit=explicit, is_it=is_s3
+    )
+    server.port = port
+    if running:  # AWS_ENDPOINT_URL names it: use it as it is, like Kafka and PostgreSQL
+        server.external = True
+        say(
+            f"s3: using the S3 server already running at {host}:{port}; its buckets are its "
+            f"own business (the lake needs {', '.join(buckets) or 'its bucket'})"
+        )
+        return server
+    server.start(buckets)
+    return server
+
+
+def up(kafka: bool = True, postgres: bool = True, s3: bool | None = None) -> StackInfo:
+    """Kafka and PostgreSQL; the S3 server too when `s3`, or (None) when the lake is
+    configured on a local S3 endpoint."""
+    if s3 is None:
+        s3 = lake_on_local_s3()
     info = StackInfo(
         bootstrap=ensure_kafka() if kafka else None,
         database_url=ensure_postgres() if postgres else None,
+        s3=ensure_s3() if s3 else None,
     )
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
@@ -169,6 +241,10 @@ def started() -> list[str]:
     pid = read_pid(server.data / "postmaster.pid")
     if pid is not None:
         found.append(f"PostgreSQL at 127.0.0.1:{_first_word(server.home / 'port.txt')} (pid {pid})")
+    s3 = S3Server(state / "s3")
+    pid = s3.running_pid()
+    if pid is not None:
+        found.append(f"S3 (versitygw) at 127.0.0.1:{_first_word(s3.home / 'port.txt')} (pid {pid})")
     return found
 
 
@@ -186,5 +262,7 @@ def down() -> list[str]:
         stopped.append("kafka")
     if PostgresServer(state, DEFAULT_DATABASE_URL).stop():
         stopped.append("postgres")
+    if S3Server(state / "s3").stop():
+        stopped.append("s3")
     (state / "stack.env").unlink(missing_ok=True)
     return stopped

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 from app import failpoints
@@ -25,6 +26,7 @@ from tables.watermark import NO_TIME
 
 log = logging.getLogger(__name__)
 RELEASE_TIMEOUT_S = 10.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class LakeFlusher:
@@ -35,7 +37,7 @@ class LakeFlusher:
         self.settings = settings
         self.stats = stats
         self.outages = outages or Outages()
-        self.health = SinkHealth(str(settings.lake_dir))
+        self.health = SinkHealth(settings.lake.target)
         self.rows = LakeRows()
         # rows wait as Arrow columns until their commit: bounded to keep memory flat
         self.max_buffered = 2 * settings.lake_flush_rows
@@ -143,12 +145,19 @@ class LakeFlusher:
                 self._moved.update(positions)
                 return
             except Exception as exc:  # disk full, read-only, a bug: keep the rows, retry
-                error = f"{type(exc).__name__}: {exc}"
+                error = self._redact(f"{type(exc).__name__}: {exc}")
                 self.health.failed(error)
                 self.outages.failed("lake", error)  # app/outages.py says so in the log
                 await asyncio.sleep(backoff.next())
         self.health.succeeded(sum(len(b) for b in batches.values()), time.monotonic() - started)
         self.outages.ok("lake")
+
+    def _redact(self, text: str) -> str:
+        """An error on one line, without the object store's secrets (an error may quote
+        them) or the colours and line breaks of delta-rs's error chains."""
+        text = " ".join(_ANSI.sub("", text).split())
+        location = getattr(self.table, "location", None)
+        return text if location is None else location.redact(text)
 
     def maybe_maintain(self, readers) -> None:
         """Every LAKE_MAINTAIN, on the worker that reads source partition 0 (one worker
@@ -166,7 +175,9 @@ class LakeFlusher:
             self.stats.lake_maintenance = report
             log.info("lake: maintenance %s", report)
         except Exception as exc:  # tried again next time; ingestion goes on regardless
-            log.warning("lake: maintenance failed: %s: %s", type(exc).__name__, exc)
+            log.warning(
+                "lake: maintenance failed: %s", self._redact(f"{type(exc).__name__}: {exc}")
+            )
 
     async def wait_for_room(self) -> None:
         """Backpressure: while the lake is far behind, reading waits for it."""

@@ -268,7 +268,7 @@ async def snapshot(worker) -> dict:
             "last_write_latency_s": sink.health.last_write_s,
         },
         "lake": {
-            "dir": str(settings.lake_dir),
+            "dir": settings.lake.target,  # a folder or a URI; never the storage options
             "ok": lake.ok,
             "rows": lake.rows_written,
             "errors": lake.errors,

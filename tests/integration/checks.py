@@ -145,11 +145,14 @@ async def source_offsets(bootstrap: str, topic: str) -> set[tuple[int, int]]:
     return {(r.partition, r.offset) for r in await read_topic(bootstrap, topic)}
 
 
-def lake_offsets(lake_dir) -> list[tuple[int, int]]:
-    """(kafka_partition, kafka_offset) of every lake row, duplicates kept."""
+def lake_offsets(lake_dir, storage_options=None) -> list[tuple[int, int]]:
+    """(kafka_partition, kafka_offset) of every lake row, duplicates kept; `lake_dir` is
+    a folder or an object-store URI (with its `storage_options`)."""
     try:
         table = pa.table(
-            DeltaTable(str(lake_dir)).to_pyarrow_table(columns=["kafka_partition", "kafka_offset"])
+            DeltaTable(str(lake_dir), storage_options=storage_options).to_pyarrow_table(
+                columns=["kafka_partition", "kafka_offset"]
+            )
         )
     except TableNotFoundError:
         return []
@@ -158,13 +161,13 @@ def lake_offsets(lake_dir) -> list[tuple[int, int]]:
     )
 
 
-async def lake_when_complete(lake_dir, total: int) -> Counter:
+async def lake_when_complete(lake_dir, total: int, storage_options=None) -> Counter:
     """Wait until the lake holds `total` distinct offsets; count each offset's rows."""
     from tests.integration.conftest import wait_for
 
     async def complete():
-        got = set(lake_offsets(lake_dir))
+        got = set(lake_offsets(lake_dir, storage_options))
         return True if len(got) == total else f"{len(got)}/{total} offsets"
 
     await wait_for(complete, timeout=120, interval=2, what="every offset in the lake")
-    return Counter(lake_offsets(lake_dir))
+    return Counter(lake_offsets(lake_dir, storage_options))

@@ -1,10 +1,12 @@
-"""Real Kafka and PostgreSQL for integration tests, started through devstack (or reused)."""
+"""Real Kafka, PostgreSQL and (for the lake on object storage) an S3 server for
+integration tests, started through devstack (or reused)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devstack import stack
 from devstack.probes import port_free
+from devstack.s3 import S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +48,23 @@ def bootstrap(infra) -> str:
 @pytest.fixture(scope="session")
 def database_url(infra) -> str:
     return infra.database_url
+
+
+TEST_BUCKET = "lake-tests"
+
+
+@pytest.fixture(scope="session")
+def s3(infra) -> S3Server:
+    """devstack's S3 server (versitygw), started or reused, with the tests' bucket."""
+    return stack.ensure_s3(buckets=(TEST_BUCKET,))
+
+
+@pytest.fixture
+def s3_lake(s3, unique) -> dict[str, str]:
+    """The settings of a lake of its own on the S3 server: LAKE_URI and the AWS_* options.
+    Its objects are deleted afterwards (from the server's folder)."""
+    yield {"LAKE_URI": f"s3://{TEST_BUCKET}/{unique}/lake", **s3.environment()}
+    shutil.rmtree(s3.root / TEST_BUCKET / unique, ignore_errors=True)
 
 
 @pytest.fixture
@@ -98,16 +118,17 @@ async def create_topic(
 class Worker:
     """`faust -A app worker` as a subprocess with its own state folder."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
         self.log = log
         self.env = env
+        self.cwd = cwd  # another folder: a host with nothing local in common
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Worker:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -173,8 +194,9 @@ def random_free_port(low: int = 20000, high: int = 32000, tries: int = 200) -> i
 def start_worker(pipeline_env, tmp_path):
     workers: list[Worker] = []
 
-    def start(state: str | None = None, **overrides: str) -> Worker:
-        """A new worker; `state` names its state folder (reuse one to restart a worker).
+    def start(state: str | None = None, cwd: Path | None = None, **overrides: str) -> Worker:
+        """A new worker; `state` names its state folder (reuse one to restart a worker),
+        `cwd` the folder it runs in (its log goes there too).
 
         Its web server gets a random free port in 20000-32000 unless `WEB_PORT` is
         passed as an override.
@@ -187,7 +209,11 @@ def start_worker(pipeline_env, tmp_path):
         }
         if "WEB_PORT" not in overrides:
             env["WEB_PORT"] = str(random_free_port())
-        worker = Worker(env, tmp_path / f"worker-{n}.log").start()
+        if cwd is not None:  # the code of this checkout, from any folder
+            cwd.mkdir(parents=True, exist_ok=True)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        log = (cwd or tmp_path) / f"worker-{n}.log"
+        worker = Worker(env, log, cwd=cwd or ROOT).start()
         workers.append(worker)
         return worker
 

@@ -46,6 +46,11 @@ def test_bench_runs_every_section_and_writes_json_table_and_chart(infra, tmp_pat
         and scale["page_views_in_postgres"] == r["pipeline"]["page_views_in_postgres"]
     )
     assert scale["events_per_s"] > 0 and scale["workers_cpu_pct_of_core"] > 0
+    # the same with the lake on devstack's S3 server: one worker, then two
+    for key, workers in (("one_worker", 1), ("workers", 2)):
+        on_s3 = scale["s3"][key]
+        assert on_s3["workers"] == workers and on_s3["events_per_s"] > 0
+        assert on_s3["page_views_in_postgres"] == r["pipeline"]["page_views_in_postgres"]
 
     assert r["recovery"]["first_commit_after_restart_s"] > 0
     assert (
@@ -81,6 +86,7 @@ def test_bench_runs_every_section_and_writes_json_table_and_chart(infra, tmp_pat
     assert "| catch-up until PostgreSQL holds the backlog (6,000 events, every sink on) |" in table
     assert "| lake: pipeline with / without the lake |" in table
     assert "| catch-up with 2 workers of one app on this machine |" in table
+    assert "|   2 workers | " in table and "folder lake: " in table
     rows = table.split("\n\n")[1].splitlines()[2:]
     for line in rows:  # every row with a target says whether it is met
         cells = [c.strip() for c in line.strip("|").split("|")]

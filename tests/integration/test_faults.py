@@ -157,17 +157,34 @@ async def converge(worker, url: str, expected: scenario.Expected, timeout: float
     await wait_for(rows_equal, timeout=timeout, interval=2, what="rows equal the expectation")
 
 
-async def lake_exactly_once(worker, lake_dir, total: int, timeout: float = 120) -> Counter:
+async def lake_exactly_once(
+    worker, lake_dir, total: int, timeout: float = 120, storage_options=None
+) -> Counter:
+    """Wait for `total` offsets in the lake (a folder, or a URI with its options); none twice."""
+
     async def complete():
         assert worker.alive(), f"worker died:\n{worker.tail()}"
-        got = set(lake_offsets(lake_dir))
+        got = set(lake_offsets(lake_dir, storage_options))
         return True if len(got) == total else f"{len(got)}/{total} offsets in the lake"
 
     await wait_for(complete, timeout=timeout, interval=2, what="every offset in the lake")
-    in_lake = Counter(lake_offsets(lake_dir))
+    in_lake = Counter(lake_offsets(lake_dir, storage_options))
     twice = [k for k, n in in_lake.items() if n > 1]
     assert not twice, f"{len(twice)} offsets are in the lake more than once, e.g. {twice[:5]}"
     return in_lake
+
+
+async def lake_failing(worker) -> dict:
+    """Wait for /api/health to say (503) that the lake cannot be written; its health."""
+
+    async def failing():
+        assert worker.alive(), worker.tail()
+        status, health = await api(worker, "/api/health")
+        return health if status == 503 and not health["checks"]["lake"]["ok"] else None
+
+    health = await wait_for(failing, timeout=30, interval=0.5, what="/api/health lake error")
+    assert "Error" in health["checks"]["lake"]["error"], health
+    return health
 
 
 async def enriched_exactly_once(bootstrap: str, topic: str, in_lake: Counter) -> int:
@@ -468,15 +485,8 @@ async def test_lake_write_failure_keeps_rows_until_repaired(
         await send_paced(bootstrap, topic, rest, seconds=2)
         high = await end_offsets(bootstrap, topic)
         assert sum(high.values()) == total
-
-        async def failing():
-            assert worker.alive(), worker.tail()
-            status, health = await api(worker, "/api/health")
-            return health if status == 503 and not health["checks"]["lake"]["ok"] else None
-
-        health = await wait_for(failing, timeout=30, interval=0.5, what="/api/health lake error")
+        await lake_failing(worker)
         detected_s = time.monotonic() - broken_at
-        assert "Error" in health["checks"]["lake"]["error"], health
 
         async def kafka_went_on():
             assert worker.alive(), f"worker died with the lake broken:\n{worker.tail()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import threading
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devstack import stack
 from devstack.probes import is_kafka, is_postgres, next_free_port, split_bootstrap
+from devstack.s3 import binary, is_s3
 from tests.integration.conftest import ROOT, create_topic
 
 
@@ -116,3 +119,65 @@ def test_launcher_names_what_to_install_when_java_is_missing(tmp_path):
     assert result.returncode == 2
     assert "`java` is not installed" in result.stderr
     assert "openjdk" in result.stderr
+
+
+def test_probes_tell_the_s3_server_apart(s3, bootstrap, database_url):
+    assert is_s3(s3.host, s3.port)
+    host, port = split_bootstrap(bootstrap)
+    assert not is_s3(host, port)
+    assert not is_s3("127.0.0.1", int(database_url.rsplit(":", 1)[1].split("/")[0]))
+
+
+def _stack_env(bootstrap, database_url, s3_port: int) -> dict[str, str]:
+    """Kafka and PostgreSQL reused; the lake on an S3 endpoint on this machine."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": database_url,
+        "LAKE_URI": "s3://lake/events",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+    }
+
+
+def test_launcher_names_go_when_it_is_missing_for_a_lake_on_s3(bootstrap, database_url, tmp_path):
+    port = next_free_port("127.0.0.1", 29000)
+    env = {**_stack_env(bootstrap, database_url, port), "PATH": str(tmp_path)}
+    result = _run_devstack(env, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "`go` is not installed" in result.stderr
+    assert "go install github.com/versity/versitygw/cmd/versitygw@v1.8.0" in result.stderr
+
+
+def test_launcher_starts_the_s3_server_for_a_lake_on_s3_and_down_stops_it(
+    s3, bootstrap, database_url, tmp_path
+):
+    """`make infra`/`make up` with LAKE_URI=s3://... on a local endpoint start the S3
+    server (the binary built once is copied in: building is not what is tested here),
+    print its exports and make the lake's bucket; `make down` stops it and leaves the
+    reused Kafka and PostgreSQL alone."""
+    built = binary(stack.state_dir())
+    own = tmp_path / "state" / "s3" / built.parent.name
+    own.mkdir(parents=True)
+    shutil.copy2(built, own / built.name)
+    port = next_free_port("127.0.0.1", 29100)
+    env = _stack_env(bootstrap, database_url, port)
+    result = _run_devstack(env, tmp_path)
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{port}" in result.stdout
+        assert "export AWS_ALLOW_HTTP=true" in result.stdout
+        assert is_s3("127.0.0.1", port)
+        assert (tmp_path / "state" / "s3" / "data" / "lake").is_dir()
+        again = _run_devstack(env, tmp_path)  # reused, not started twice
+        assert again.returncode == 0 and "ready on" not in again.stderr, again.stderr
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "devstack", "down"],
+            cwd=ROOT,
+            env={**os.environ, "STATE_DIR": str(tmp_path / "state"), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert down.stdout.strip() == "stopped: s3", down.stdout + down.stderr
+    assert not is_s3("127.0.0.1", port)
+    assert is_kafka(*split_bootstrap(bootstrap))

@@ -141,7 +141,7 @@ def test_dependencies_wait_for_healthy_services(services: dict) -> None:
 
 
 def test_every_dependency_target_has_a_healthcheck(services: dict) -> None:
-    for name in ("kafka", "postgres", "worker"):
+    for name in ("kafka", "postgres", "s3", "worker"):
         check = services[name].get("healthcheck")
         assert check and check.get("test"), f"{name} has no healthcheck"
         assert not check.get("disable", False)
@@ -159,13 +159,24 @@ def test_worker_environment_points_at_the_containers(compose: dict, services: di
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert "@postgres:5432/" in env["DATABASE_URL"]
     assert env["WEB_HOST"] == "0.0.0.0"
-    assert env["LAKE_DIR"] == "/data/lake"
     assert env["STATE_DIR"]
-    mounts = [str(v) for v in services["worker"].get("volumes", [])]
-    lake_mounts = [m for m in mounts if m.split(":")[1:2] == ["/data/lake"]]
-    assert lake_mounts, "the lake must be a volume shared by all workers"
-    assert lake_mounts[0].split(":")[0] in compose["volumes"], "the lake volume should be named"
-    assert all(env["STATE_DIR"] not in m for m in mounts), "state must not be shared"
+    # the lake is on the s3 service, shared through the object store, not a volume
+    lake = Settings.from_env(env).lake
+    assert lake.uri == "s3://lake/events" and not lake.local
+    assert lake.storage_options["AWS_ENDPOINT_URL"] == "http://s3:9000"
+    s3_env = _environment(services["s3"])
+    assert lake.storage_options["AWS_ACCESS_KEY_ID"] == s3_env["ROOT_ACCESS_KEY"]
+    assert lake.storage_options["AWS_SECRET_ACCESS_KEY"] == s3_env["ROOT_SECRET_KEY"]
+    assert "mkdir -p /data/lake" in " ".join(services["s3"]["command"])  # the bucket
+    assert services["worker"].get("volumes", []) == [], "workers share no volume"
+
+
+def test_the_s3_service_is_the_server_devstack_runs(services: dict) -> None:
+    from devstack.s3 import MODULE, VERSION
+
+    build = services["s3"]["build"]["dockerfile_inline"]
+    assert f"go install {MODULE}@{VERSION}" in build
+    assert _depends_on(services["worker"])["s3"]["condition"] == "service_healthy"
 
 
 def test_producer_runs_the_simulator(services: dict) -> None:
@@ -180,7 +191,8 @@ def test_producer_runs_the_simulator(services: dict) -> None:
 
 def test_env_example_lists_exactly_the_settings() -> None:
     listed = _env_example()
-    settings = {_env_name(f.name) for f in dataclasses.fields(Settings)}
+    # lake_options is no variable of its own: the AWS_*/GOOGLE_*/AZURE_* ones (commented)
+    settings = {_env_name(f.name) for f in dataclasses.fields(Settings)} - {"LAKE_OPTIONS"}
     assert sorted(set(listed) - settings) == [], "in .env.example but not a Settings field"
     assert sorted(settings - set(listed)) == [], "Settings fields missing from .env.example"
 
@@ -205,14 +217,15 @@ def test_env_example_holds_no_secrets() -> None:
 
 
 def test_scaled_workers_share_the_lake_and_nothing_else(compose: dict, services: dict) -> None:
-    """`docker compose up --scale worker=3` (README): replicas differ only by container."""
+    """`docker compose up --scale worker=3` (README): replicas differ only by container,
+    and share the lake through the object store (no volume), as on several hosts."""
     worker = services["worker"]
     assert "hostname" not in worker, "a fixed hostname gives replicas the same worker id"
-    mounts = [str(v) for v in worker.get("volumes", [])]
-    assert mounts == ["lake:/data/lake"], "only the lake is shared; state stays per container"
+    assert worker.get("volumes", []) == [], "state stays per container; the lake is on s3"
     env = _environment(worker)
     assert "APP_ID" in env, "replicas must share one consumer group"
-    # The image owns /data, so a fresh named volume on /data/lake is writable by its user.
+    assert env["LAKE_URI"].startswith("s3://")
+    # The image owns /data (a folder lake, LAKE_DIR=/data/lake, is writable by its user).
     dockerfile = (ROOT / "Dockerfile").read_text()
     owned = r"mkdir -p /data/lake /data/state\s*\\\s*&& chown -R app:app /data"
     assert re.search(owned, dockerfile)

@@ -8,11 +8,17 @@ check them. A commit is made only on top of the exact table version whose
 transactions it checked (no automatic rebase): a commit that lost the race is
 checked again against the newer version, so two workers can never both write the
 same offsets.
+
+The table is a folder or an object-store URI (`LakeLocation`, location.py): every
+operation is the same on both, with the location's storage options; on S3 a commit
+is a conditional put of the next log entry, so exactly one of several writers racing
+for a version wins it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -24,6 +30,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, WriterPropertie
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from app.errors import PipelineError
+from app.sinks.lake.location import LakeLocation, resolve
 from app.sinks.lake.maintenance import maintain
 from app.sinks.lake.rows import PartitionRows
 from app.sinks.lake.schema import PARTITION_COLUMN, SCHEMA, to_arrow
@@ -59,14 +66,18 @@ def retention_setting(retention_ms: int) -> str:
 class LakeTable:
     def __init__(
         self,
-        lake_dir: str | Path,
+        lake: str | Path | LakeLocation,
         app_id: str,
         retention_ms: int = WEEK_MS,
         target_file_rows: int | None = None,
         target_file_bytes: int = TARGET_FILE_BYTES,
         close_after_ms: int = 3_600_000,
     ) -> None:
-        self.path = str(Path(lake_dir).absolute())
+        if not isinstance(lake, LakeLocation):  # a folder, or a URI with the env's options
+            lake = resolve(str(lake), os.environ)
+        self.location = lake
+        self.path = lake.uri
+        self.options = dict(lake.storage_options) or None
         self.app_id = app_id
         self.retention_ms = retention_ms
         self.target_file_rows = target_file_rows
@@ -148,7 +159,7 @@ class LakeTable:
             self._table.update_incremental()
             return self._table
         try:
-            self._table = DeltaTable(self.path)
+            self._table = self.open()
         except TableNotFoundError:
             if not create:
                 return None
@@ -156,11 +167,13 @@ class LakeTable:
         return self._table
 
     def _create(self) -> DeltaTable:
-        Path(self.path).mkdir(parents=True, exist_ok=True)
+        if self.location.local:
+            Path(self.path).mkdir(parents=True, exist_ok=True)
         try:
             return DeltaTable.create(
                 self.path,
                 SCHEMA,
+                storage_options=self.options,
                 mode="ignore",
                 partition_by=[PARTITION_COLUMN],
                 configuration={
@@ -168,11 +181,11 @@ class LakeTable:
                 },
             )
         except DeltaError:  # another process created it at the same moment
-            return DeltaTable(self.path)
+            return self.open()
 
     def open(self) -> DeltaTable:
         """The table as of now, for readers and maintenance (a handle of its own)."""
-        return DeltaTable(self.path)
+        return DeltaTable(self.path, storage_options=self.options)
 
     # -- maintenance -----------------------------------------------------------
 

@@ -188,3 +188,18 @@ def test_the_scaleout_catch_up_is_shown_against_one_worker_and_the_ceiling():
     assert "|   / ceiling | 0.4875 | - | - |" in table
     assert "|   the workers' CPU, together | 180% of one core | - | - |" in table
     assert "workers" not in report.markdown(result())
+
+
+def test_the_scaleout_on_s3_is_shown_beside_the_folder_lake():
+    s3 = {
+        "server": "versitygw v1.8.0 at http://127.0.0.1:9000",
+        "one_worker": {"workers": 1, "events_per_s": 100_000},
+        "workers": {"workers": 2, "events_per_s": 150_000},
+    }
+    scale = {"workers": 2, "events_per_s": 195_000, "s3": s3}
+    table = report.markdown(result(scaleout=scale))
+    assert (
+        "| catch-up, lake on S3 (versitygw v1.8.0 at http://127.0.0.1:9000): one worker | "
+        "100,000 ev/s (folder lake: 130,000 ev/s) | - | - |" in table
+    ), table
+    assert "|   2 workers | 150,000 ev/s (1.50x; folder lake: 195,000 ev/s) | - | - |" in table

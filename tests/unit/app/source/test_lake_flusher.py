@@ -9,6 +9,7 @@ import time
 from app.events import Event
 from app.settings import Settings
 from app.sinks.lake import LakeFenced, LakePosition
+from app.sinks.lake.location import LakeLocation
 from app.sinks.lake.rows import SEAL_BYTES
 from app.source import lake_flusher
 from app.source.lake_flusher import LakeFlusher
@@ -46,6 +47,36 @@ def test_rows_are_kept_while_the_lake_fails():
         assert lake.attempts >= 1
         assert flusher.pending_rows() == 5  # taken for the commit, not dropped
         assert flusher.health.last_error == "OSError: read-only file system"
+        flusher._task.cancel()
+
+    asyncio.run(scenario())
+
+
+class StoreAway:
+    """A lake on an object store that is away; delta-rs's error quotes a secret."""
+
+    location = LakeLocation("s3://lake/events", {"AWS_SECRET_ACCESS_KEY": "s3cr3t-value"})
+
+    def commit(self, batches, stream_times) -> None:
+        raise OSError(
+            "Generic S3 error\n  \x1b[31m↳\x1b[0m Error performing PUT "
+            "http://127.0.0.1:9000/lake?secret=s3cr3t-value\n   Connection refused"
+        )
+
+
+def test_an_object_store_error_is_one_line_without_the_secret():
+    async def scenario():
+        settings = Settings(lake_uri="s3://lake/events", lake_flush_rows=10, lake_flush_ms=0)
+        flusher = LakeFlusher(StoreAway(), settings, Stats())
+        readers = {0: PartitionReader(0, SourceClock(120_000), 0, 0, 0)}
+        flusher.rows.add(0, 0, Event(T, "u", "click", "/a", {}), T, False)
+        flusher.maybe_flush(readers)
+        await asyncio.sleep(0.1)
+        assert flusher.health.target == "s3://lake/events"
+        assert flusher.health.last_error == (
+            "OSError: Generic S3 error ↳ Error performing PUT "
+            "http://127.0.0.1:9000/lake?secret=*** Connection refused"
+        )
         flusher._task.cancel()
 
     asyncio.run(scenario())
