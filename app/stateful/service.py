@@ -35,7 +35,7 @@ from app.aiokafka_internals import group_generation
 from app.commit.checkpoint import PartitionCheckpoint
 from app.commit.stage import BatchStage
 from app.errors import CommitFailed, Fenced
-from app.kafka_clients import KafkaClients, create_topics
+from app.kafka_clients import KafkaClients, create_topics, partition_count
 from app.settings import Settings
 from app.stateful import changelog
 from app.stateful.partition import StatefulPartition
@@ -98,6 +98,10 @@ class StatefulStage(BatchStage):
                 ),
             ],
         )
+        # A topic just created may not be in the cluster's metadata yet: a consumer that
+        # subscribed then found no partitions and waited for its next metadata refresh
+        # (five minutes) before reading anything (seen once in the bench).
+        await partition_count(self.admin, self.topic)
         self.reader = self.clients.reader()
         await self.reader.start()
         # it commits every SINK_FLUSH: no need to fetch each record as soon as it lands
