@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from app.aiokafka_internals import fetch_position
+from app.errors import CommitFailed, Fenced
 from app.outages import Outages
 from app.progress import ProgressWatch
 from app.throttle import Backoff
@@ -79,6 +80,9 @@ class BatchStage(Service):
         self.loop_errors = 0  # unexpected exceptions the supervisor caught
         self.last_loop_error: str | None = None
         self.last_turn = time.monotonic()  # when the loop last finished a turn
+        self.commits = 0
+        self.aborts = 0  # commits that failed (the partition was opened again)
+        self.refused_by_fence = 0  # commits refused: another worker owns the partition
 
     # -- the supervised loop ---------------------------------------------------
 
@@ -175,6 +179,80 @@ class BatchStage(Service):
         fetched = fetch_position(self.consumer, tp)
         unread = 0 if high is None else max(0, high - (read_next if fetched is None else fetched))
         self.progress.observe(partition, progress, unread + max(0, read_next - committed))
+
+    async def commit_partition(self, partition: int, checkpoint, next_offset: int, metadata=""):
+        """Commit one partition's checkpoint: what it made visible, or None when it did
+        not go through. Fenced (another worker owns the partition now): the partition is
+        given up here and paused, and opened again only if the group still assigns it
+        here after REOPEN_FENCED_S. Failed or unknown: opened again at once from what
+        Kafka holds (the only safe answer to an unknown outcome), unless stopping."""
+        try:
+            committed = await checkpoint.commit(next_offset, metadata)
+        except Fenced as exc:
+            log.warning("%s: %s; partition %d is left to it", self.name, exc, partition)
+            self.refused_by_fence += 1
+            await self.give_up(partition)
+            self.fence(partition)
+            self.consumer.pause(TopicPartition(self.topic, partition))
+            return None
+        except CommitFailed as exc:
+            self.aborts += 1
+            await self.commit_failed(exc)
+            if not self.stopping:  # stopping: the next owner reads it again
+                await self.reopen(partition)
+            return None
+        self.commits += 1
+        self.outages.ok("kafka")
+        return committed
+
+    async def commit_failed(self, exc: CommitFailed) -> None:
+        """A commit did not go through: Kafka was away, or the stage's own answer."""
+        self.kafka_failed(exc)
+
+    async def give_up(self, partition: int) -> None:
+        """A fenced partition's local resources, released (nothing by default)."""
+
+    async def on_stop(self) -> None:
+        """SIGTERM: commit what was read, leave the group, release the partitions and
+        clients, all within `stop_by`; the partitions' next owner reads again what was
+        not committed (and the log says how much)."""
+        await self.stop_loop(self.loop_task, grace_s=self.left_s(0.25))
+        if not self.outages.down("kafka"):
+            await self.bounded(self.commit_all(), 0.3, "the last commit")
+        left = self.uncommitted()
+        if left:
+            log.warning(
+                "%s: stopped with input read and not committed (partition: records) %s; "
+                "the partitions' next owner reads it again",
+                self.name,
+                left,
+            )
+        await self.release_sinks()
+        if self.consumer is not None:
+            await self.bounded(self.consumer.stop(), 0.5, "leaving the consumer group")
+        await self.bounded(
+            asyncio.gather(*(c.close() for c in self.release_partitions())), 0.8, "producers"
+        )
+        for close in self.closers():
+            await self.bounded(close(), 0.5)
+
+    async def commit_all(self) -> None:
+        raise NotImplementedError
+
+    def uncommitted(self) -> dict[int, int]:
+        """Records read and not committed, per partition."""
+        raise NotImplementedError
+
+    async def release_sinks(self) -> None:
+        """At a stop, after the last commit: sinks of the stage's own flushed."""
+
+    def release_partitions(self) -> list:
+        """At a stop: every partition's local resources released; their checkpoints."""
+        raise NotImplementedError
+
+    def closers(self) -> list:
+        """At a stop: what closes the stage's other clients (admin, readers), last."""
+        return []
 
     async def open_partition(self, partition: int) -> None:
         raise NotImplementedError

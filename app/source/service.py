@@ -24,7 +24,7 @@ from aiokafka.admin import NewTopic
 from app import failpoints
 from app.commit.checkpoint import PartitionCheckpoint
 from app.commit.stage import BatchStage
-from app.errors import CommitFailed, Fenced
+from app.errors import CommitFailed
 from app.kafka_clients import (
     KafkaClients,
     committed_offsets,
@@ -69,9 +69,6 @@ class SourceStage(BatchStage):
         self.outputs: OutputWriter | None = None
         self.limits = RecordLimits.kafka_defaults()
         self.verification_retries = VerificationRetries().install()
-        self.commits = 0
-        self.aborts = 0  # commits that failed (the partition was reopened)
-        self.refused_by_fence = 0  # commits refused: another worker owns the partition
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -125,6 +122,12 @@ class SourceStage(BatchStage):
             self.limits.dead_letter,
         )
 
+    async def commit_failed(self, exc: CommitFailed) -> None:
+        if exc.too_large:  # a data error: the records are judged again, not retried
+            await self.refused_as_too_large(exc)
+        else:
+            self.kafka_failed(exc)  # the Kafka sink's health says so, once
+
     async def refused_as_too_large(self, exc: CommitFailed) -> None:
         """The broker refused a record that the limits let through (a topic's limit was
         lowered since they were read, say): read them again, smaller each time the
@@ -144,31 +147,21 @@ class SourceStage(BatchStage):
             self.limits,
         )
 
-    async def on_stop(self) -> None:
-        """SIGTERM: commit what was read, flush the lake, leave the group, all within
-        `stop_by`; the next owner reads what is left again."""
-        await self.stop_loop(self.loop_task, grace_s=self.left_s(0.25))
-        if not self.outages.down("kafka"):
-            await self.bounded(self._commit_all(), 0.3, "the last commit")
-        left = {
+    def uncommitted(self) -> dict[int, int]:
+        return {
             p: reader.next_offset - self.committed[p][0]
             for p, reader in self.readers.items()
             if p in self.committed and reader.next_offset > self.committed[p][0]
         }
-        if left:
-            log.warning(
-                "source: stopped with records read and not committed (partition: records) "
-                "%s; the partitions' next owner reads them again",
-                left,
-            )
+
+    async def release_sinks(self) -> None:
         await self.lake.stop(self.readers, self.left_s(0.5))
-        if self.consumer is not None:
-            await self.bounded(self.consumer.stop(), 0.5, "leaving the consumer group")
-        await self.bounded(
-            asyncio.gather(*(c.close() for c in self.checkpoints.values())), 0.8, "producers"
-        )
-        if self.admin is not None:
-            await self.bounded(self.admin.close(), 1.0)
+
+    def release_partitions(self) -> list:
+        return list(self.checkpoints.values())
+
+    def closers(self) -> list:
+        return [] if self.admin is None else [self.admin.close]
 
     # -- partitions ----------------------------------------------------------
 
@@ -261,7 +254,7 @@ class SourceStage(BatchStage):
         async with self._lock:
             self._generation += 1
             try:
-                await self._commit_all(only=partitions)
+                await self.commit_all(only=partitions)
             except Exception as exc:
                 log.warning("source: commit before giving up %s failed: %s", partitions, exc)
             await self.lake.release(partitions, self.readers)
@@ -287,7 +280,7 @@ class SourceStage(BatchStage):
                 return
             self._handle(batches)
             if self.commit_due(commit):
-                await self._commit_all()
+                await self.commit_all()
             await self.reopen_fenced()
             for partition, position in self.lake.take_moved().items():
                 self.lake_moved(partition, position)
@@ -326,7 +319,7 @@ class SourceStage(BatchStage):
 
     # -- committing ----------------------------------------------------------
 
-    async def _commit_all(self, only: set[int] | None = None) -> None:
+    async def commit_all(self, only: set[int] | None = None) -> None:
         self._last_commit = time.monotonic()
         partitions = [p for p in self.readers if p not in self.fenced]
         if only is not None:
@@ -352,27 +345,12 @@ class SourceStage(BatchStage):
             return
         records, started = checkpoint.records, time.monotonic()
         stream_time = reader.clock.stream_time
-        try:
-            await checkpoint.commit(reader.next_offset, clock_metadata(stream_time))
-        except Fenced as exc:
-            log.warning("source: %s; stopped reading partition %d", exc, partition)
-            self.fence(partition)
-            self.refused_by_fence += 1
-            self.consumer.pause(TopicPartition(self.topic, partition))
-            return
-        except CommitFailed as exc:
-            self.aborts += 1
-            if exc.too_large:  # a data error: the records are judged again, not retried
-                await self.refused_as_too_large(exc)
-            else:
-                self.outputs.health.failed(str(exc))
-                self.kafka_failed(exc)
-            if not self.stopping:  # stopping: the next owner reads it again
-                await self.reopen(partition)
+        committed = await self.commit_partition(
+            partition, checkpoint, reader.next_offset, clock_metadata(stream_time)
+        )
+        if committed is None:
             return
         self.committed[partition] = (reader.next_offset, stream_time)
-        self.commits += 1
-        self.outages.ok("kafka")
         if records:
             self.outputs.health.succeeded(records, time.monotonic() - started)
         now_ms = time.time() * 1000

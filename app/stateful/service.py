@@ -34,7 +34,6 @@ from app import failpoints
 from app.aiokafka_internals import group_generation
 from app.commit.checkpoint import PartitionCheckpoint
 from app.commit.stage import BatchStage
-from app.errors import CommitFailed, Fenced
 from app.kafka_clients import KafkaClients, create_topics, partition_count
 from app.settings import Settings
 from app.stateful import changelog
@@ -73,9 +72,6 @@ class StatefulStage(BatchStage):
         # sequence for every partition and ownership, so a number confirms only what was
         # handed over under it.
         self._batches = itertools.count(1)
-        self.commits = 0
-        self.aborts = 0
-        self.refused_by_fence = 0
         self.restores = 0
         self.wall = time.monotonic  # what moves time on while every source is idle
 
@@ -152,7 +148,7 @@ class StatefulStage(BatchStage):
             for part in self.parts.values():
                 part.tick(wall)
             if self.commit_due(commit):
-                await self._commit_all()
+                await self.commit_all()
             await self.reopen_fenced()
             self._watch_progress()
 
@@ -171,35 +167,26 @@ class StatefulStage(BatchStage):
         self.unopened.update(partitions)
         return partitions
 
-    async def on_stop(self) -> None:
-        """SIGTERM: commit what was applied and leave the group, within `stop_by`; the
-        next owner restores the rest from the changelog and reads its input again."""
-        await self.stop_loop(self.loop_task, grace_s=self.left_s(0.25))
-        if not self.outages.down("kafka"):
-            await self.bounded(self._commit_all(), 0.3, "the last commit")
-        left = {
+    def uncommitted(self) -> dict[int, int]:
+        return {
             p: part.input_next - part.committed_input
             for p, part in self.parts.items()
             if part.input_next > part.committed_input
         }
-        if left:
-            log.warning(
-                "stateful: stopped with input applied and not committed (partition: "
-                "records) %s; the partitions' next owner applies it again",
-                left,
-            )
-        if self.consumer is not None:
-            await self.bounded(self.consumer.stop(), 0.5, "leaving the consumer group")
+
+    def release_partitions(self) -> list:
         parts, self.parts = list(self.parts.values()), {}
         for part in parts:
             part.local.close()
-        await self.bounded(
-            asyncio.gather(*(part.checkpoint.close() for part in parts)), 0.8, "producers"
-        )
-        if self.reader is not None:
-            await self.bounded(self.reader.stop(), 0.5)
-        if self.admin is not None:
-            await self.bounded(self.admin.close(), 1.0)
+        return [part.checkpoint for part in parts]
+
+    def closers(self) -> list:
+        return [
+            close
+            for client, close in ((self.reader, "stop"), (self.admin, "close"))
+            if client is not None
+            for close in [getattr(client, close)]
+        ]
 
     # -- partitions ----------------------------------------------------------
 
@@ -305,7 +292,7 @@ class StatefulStage(BatchStage):
 
     # -- committing ----------------------------------------------------------
 
-    async def _commit_all(self) -> None:
+    async def commit_all(self) -> None:
         self._last_commit = time.monotonic()
         # a checkpoint closed by a commit cut short at a stop: the next owner restores
         parts = [p for p in self.parts.values() if p.pending and not p.checkpoint.closed]
@@ -331,24 +318,9 @@ class StatefulStage(BatchStage):
         staged = part.stage_commit(
             self.changelog_topic, batch, self.sink.confirmed.get(partition, 0)
         )
-        try:
-            committed = await part.checkpoint.commit(part.input_next)
-        except Fenced as exc:
-            log.warning("stateful: %s; its state is left to the new owner", exc)
-            self.refused_by_fence += 1
-            await self._close(partition)
-            self.fence(partition)
-            self.consumer.pause(TopicPartition(self.topic, partition))
+        committed = await self.commit_partition(partition, part.checkpoint, part.input_next)
+        if committed is None:
             return
-        except CommitFailed as exc:
-            self.aborts += 1
-            self.kafka_failed(exc)
-            if not self.stopping:  # stopping: the next owner restores it
-                self.parts.pop(partition, None)
-                await self._open(partition, local=part.local)
-            return
-        self.commits += 1
-        self.outages.ok("kafka")
         failpoints.reach("stateful-after-commit")
         # the partition's commit marker follows its last record (nobody else writes it)
         last = committed.last_offsets[(self.changelog_topic, partition)]
@@ -357,4 +329,9 @@ class StatefulStage(BatchStage):
         self.sink.add(partition, staged.changes, batch)
 
     async def reopen(self, partition: int) -> None:
-        await self._open(partition)
+        """After a failed commit (the local store kept) or a fence (closed already)."""
+        part = self.parts.pop(partition, None)
+        await self._open(partition, local=None if part is None else part.local)
+
+    async def give_up(self, partition: int) -> None:
+        await self._close(partition)  # its state is left to the new owner
