@@ -324,3 +324,17 @@ async def test_a_revocation_during_a_commit_in_flight_waits_for_it_and_the_next_
     await step(b)
     exactly_once(kafka, 40)  # B read on from A's commit: nothing again, nothing lost
     assert a.refused_by_fence == 0
+
+
+async def test_a_failed_commit_is_counted_once_in_the_kafka_sinks_health(tmp_path):
+    """Both stages answer a failed commit through one handler (app/commit/stage.py); the
+    source stage's own copy counted each failure twice."""
+    kafka = FakeKafka()
+    kafka.create_topic(INPUT, 2)
+    stage = await started(kafka, tmp_path)
+    await kafka.assign(stage.consumer, {0})
+    send(kafka, 10)
+    kafka.fail("commit")
+    await step(stage)
+    assert stage.aborts == 1
+    assert stage.outputs.health.errors == 1
