@@ -36,8 +36,7 @@ def services(compose: dict) -> dict:
 
 
 def _env_name(field_name: str) -> str:
-    name = field_name.upper()
-    return name[:-3] if name.endswith("_MS") else name
+    return Settings.env_name(field_name)
 
 
 def _env_example() -> dict[str, str]:
@@ -197,8 +196,8 @@ def test_env_example_holds_no_secrets() -> None:
     for name, value in listed.items():
         if "PASSWORD" in name or name.endswith(("_KEYFILE", "_USERNAME")):
             assert value == "", f".env.example: {name} must be empty (set it in .env)"
-    assert listed["DATABASE_URL"] == Settings().database_url
-    assert listed["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    assert listed["ACTIVITY_DATABASE_URL"] == Settings().database_url
+    assert listed["ACTIVITY_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".env" in ignored, ".env holds secrets: git must ignore it"
     assert ".env" in (ROOT / ".dockerignore").read_text().split(), "keep .env out of images"
