@@ -33,7 +33,13 @@ def read_dotenv(path: Path = ROOT / ".env") -> dict[str, str]:
 
 
 def configured(name: str) -> str | None:
-    return os.environ.get(name) or read_dotenv().get(name)
+    """The pipeline's setting `name` (ACTIVITY_<name>, else the deprecated <name>)."""
+    dotenv = read_dotenv()
+    for key in (f"ACTIVITY_{name}", name):
+        value = os.environ.get(key) or dotenv.get(key)
+        if value:
+            return value
+    return None
 
 
 @dataclass
@@ -142,11 +148,15 @@ def ensure_postgres() -> str:
     return server.url()
 
 
-def up(kafka: bool = True, postgres: bool = True) -> StackInfo:
-    info = StackInfo(
-        bootstrap=ensure_kafka() if kafka else None,
-        database_url=ensure_postgres() if postgres else None,
-    )
+def up(kafka: bool = True, postgres: bool = True, progress=None) -> StackInfo:
+    """`progress(text)`, when given, is told each step before it starts."""
+    progress = progress or (lambda text: None)
+    if kafka:
+        progress("Kafka: starting or reusing one (the first run fetches its jars from Maven)")
+    bootstrap = ensure_kafka() if kafka else None
+    if postgres:
+        progress("PostgreSQL: starting or reusing one")
+    info = StackInfo(bootstrap=bootstrap, database_url=ensure_postgres() if postgres else None)
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
     (state / "stack.env").write_text(info.exports() + "\n")
