@@ -71,3 +71,9 @@ def test_every_metric_the_grafana_dashboard_queries_exists() -> None:
     for expr in exprs:
         for used in re.findall(r"by \(([^)]*)\)", expr):
             assert {x.strip() for x in used.split(",")} <= labels, expr
+
+
+def test_the_doc_lists_the_dashboard_panels() -> None:
+    titles = [p["title"] for p in json.loads(DASHBOARD.read_text())["panels"]]
+    listed = re.findall(r"^- (.+)$", DOC.read_text().split("## Grafana", 1)[1], re.M)
+    assert listed == titles
