@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from tests.integration.conftest import ROOT, create_topic, wait_for
 
@@ -151,3 +152,8 @@ async def test_the_readme_commands_show_every_result(
     assert len([x for x in lines if '"late":true' in x]) == 3, out
     event_id = next(x for x in lines if re.fullmatch(r"e\d+", x))
     assert re.search(rf"│ {event_id} ┆ .* ┆ (true|false) +│", out), out
+
+    # ACTIVITY_LOG_FORMAT=json: after Faust's start banner, every line is one object
+    logged = [x for x in worker.log.read_text().splitlines() if x.startswith("{")]
+    assert len(logged) > 20, worker.tail()
+    assert all(set(orjson.loads(x)) >= {"time", "level", "logger", "message"} for x in logged)
