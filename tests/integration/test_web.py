@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration import scenario
 from tests.integration.browser import Browser, find_chromium
-from tests.integration.conftest import create_topic, wait_for
+from tests.integration.conftest import create_topic, random_free_port, wait_for
 from tests.integration.web_support import (
     MIN,
     PARTITIONS,
@@ -321,3 +321,35 @@ async def test_dashboard_in_headless_chromium(bootstrap, pipeline_env, start_wor
     if target:  # e.g. DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the docs image
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+async def test_probes_when_postgresql_cannot_be_reached(bootstrap, pipeline_env, start_worker):
+    """/livez stays 200 (a restart would not bring PostgreSQL back); /readyz is 503 and
+    says which check failed, Kafka's among those that pass."""
+    await create_topic(bootstrap, pipeline_env["INPUT_TOPIC"], PARTITIONS)
+    nowhere = f"postgresql://user:password@127.0.0.1:{random_free_port()}/stream_data"
+    worker = start_worker(DATABASE_URL=nowhere)
+    port = int(worker.env["WEB_PORT"])
+    async with aiohttp.ClientSession() as http:
+
+        async def probed():
+            assert worker.alive(), f"worker died:\n{worker.tail()}"
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/livez") as live:
+                    if live.status != 200:
+                        return False
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as ready:
+                    body = await ready.json()
+                    # Kafka and the partitions become ready with the first rebalance
+                    checks = body["checks"]
+                    settled = checks["kafka"]["ok"] and checks["partitions"]["ok"]
+                    return ready.status == 503 and settled and body
+            except aiohttp.ClientError:
+                return False
+
+        ready = await wait_for(probed, timeout=90, interval=0.5, what="/livez 200, /readyz 503")
+    assert ready["status"] == "not ready", ready
+    checks = ready["checks"]
+    assert checks["postgres"]["ok"] is False, checks
+    assert checks["lake"]["ok"] and checks["partitions"]["ok"], checks
+    assert "password" not in orjson.dumps(ready).decode()
