@@ -1,6 +1,6 @@
 # One image for the Faust worker (default command) and the simulated producer
 # (`python -m producer ...`). docker-compose.yml runs both from it.
-FROM python:3.11-slim
+FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,7 +24,7 @@ COPY agents/ ./agents/
 COPY tables/ ./tables/
 COPY producer/ ./producer/
 COPY devstack/ ./devstack/
-COPY init-db.sql ./
+
 RUN pip install . && rm -rf build ./*.egg-info
 
 ENV PYTHONPATH=/app \

@@ -6,7 +6,8 @@ one reminder a minute while it stays away, one line when it is back (after how
 long). Meanwhile the libraries' own lines about it (aiokafka logs every failed
 connection attempt, thousands a minute) are counted, not written; `/api/stats` and
 `/metrics` show the counts. Outside outages, a line of the same template from the
-same logger is written at most once a minute, with how many like it were left out.
+same logger is written at most once a minute, with how many like it were left out;
+for the project's own loggers, the same message (template and arguments).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 REMIND_S = 60.0
 # loggers whose warnings and errors are about a dependency
 LIBRARY_LOGGERS = {"aiokafka": "kafka", "asyncpg": "postgres"}
+# the project's own packages (pyproject.toml): their lines are limited by whole message
+PROJECT_LOGGERS = frozenset({"app", "agents", "tables", "producer", "devstack", "bench"})
 
 
 def _duration(seconds: float) -> str:
@@ -187,7 +190,10 @@ class LogGovernor(logging.Filter):
                     return False
         if record.levelno < logging.WARNING or getattr(record, "throttled", False):
             return True  # a line its writer already limits (THROTTLED), per reason, say
-        key = (record.name, record.msg)
+        # A library's repeated line is one template; the project's own lines with other
+        # arguments say other things (another partition, another reason) and pass.
+        own = record.name.split(".", 1)[0] in PROJECT_LOGGERS
+        key = (record.name, record.getMessage() if own else record.msg)
         now = time.monotonic()
         if now - self._last.get(key, -1e18) < self.interval_s:
             self._skipped[key] = self._skipped.get(key, 0) + 1

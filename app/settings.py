@@ -1,10 +1,18 @@
 """One settings object, read once from the environment and `.env`.
 
-Every variable and its default: docs/contract.md, Configuration.
+Every variable and its default: docs/contract.md, Configuration. Each is named
+`ACTIVITY_<FIELD>` (`ACTIVITY_WEB_PORT`, `ACTIVITY_LATENESS`, ...; durations drop the
+field's `_ms`). The names without the prefix (`WEB_PORT`, ...) are still read, with one
+deprecation line naming them, when the prefixed name is not set: unprefixed they collide
+with other programs' variables (Faust reads `WEB_PORT`, devstack `STATE_DIR`). An
+`ACTIVITY_*` variable that is no setting is refused, with the closest names: a
+misspelling must not be silently ignored.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import ssl
@@ -18,6 +26,8 @@ from dotenv import load_dotenv
 from app.errors import ConfigError
 from app.sinks.lake.location import LakeLocation, is_secret, resolve
 
+PREFIX = "ACTIVITY_"
+log = logging.getLogger(__name__)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, None: 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
 
@@ -104,6 +114,8 @@ class Settings:
     replication_factor: int = 1
     sink_flush_ms: int = 500
     shutdown_timeout_ms: int = 10_000
+    # text (Faust's) or json (one object a line: app/logs.py)
+    log_format: str = "text"
     # Transport security (docs/security.md). PLAINTEXT needs none of the rest.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "PLAIN"
@@ -154,6 +166,8 @@ class Settings:
                     f"{', '.join(files)} set but KAFKA_SECURITY_PROTOCOL={protocol}; "
                     "use SSL or SASL_SSL"
                 )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"{PREFIX}LOG_FORMAT={self.log_format!r} is not text or json")
         if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
             raise ConfigError("KAFKA_SSL_KEYFILE set without KAFKA_SSL_CERTFILE")
         _ = self.max_future_from_ms  # refused at start, not at the first record
@@ -195,18 +209,38 @@ class Settings:
     def internal_topic(self) -> str:
         return f"{self.app_id}-by-user"
 
+    @staticmethod
+    def env_name(field_name: str, prefix: str = PREFIX) -> str:
+        """The variable of a field: `lateness_ms` -> `ACTIVITY_LATENESS`."""
+        name = field_name.upper()
+        return prefix + (name[:-3] if name.endswith("_MS") else name)
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         if environ is None:
             load_dotenv(override=False)
             environ = dict(os.environ)
+        known = {cls.env_name(f.name) for f in fields(cls) if f.name != "lake_options"}
+        unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+        if unknown:
+            hints = []
+            for name in unknown:
+                bare = [k.removeprefix(PREFIX) for k in known]
+                close = difflib.get_close_matches(name.removeprefix(PREFIX), bare, n=1)
+                hints.append(f"{name} (did you mean {PREFIX}{close[0]}?)" if close else name)
+            raise ConfigError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''}: {', '.join(hints)}; "
+                f"every {PREFIX}* variable is listed in .env.example"
+            )
         values = {}
+        deprecated = []
         for f in fields(cls):
             if f.name == "lake_options":
-                continue
-            name = f.name.upper()
-            if name.endswith("_MS"):
-                name = name[:-3]
+                continue  # from the lake's own variables (AWS_*, GOOGLE_*, AZURE_*), below
+            name, old = cls.env_name(f.name), cls.env_name(f.name, prefix="")
+            if environ.get(name, "") == "" and environ.get(old, "") != "":
+                name = old
+                deprecated.append(old)
             if name not in environ or environ[name] == "":
                 continue
             raw = environ[name]
@@ -219,10 +253,19 @@ class Settings:
                     raise ConfigError(f"{name}={raw!r} is not a whole number") from exc
             elif f.name in ("kafka_security_protocol", "kafka_sasl_mechanism"):
                 values[f.name] = raw.strip().upper()
+            elif f.name == "log_format":
+                values[f.name] = raw.strip().lower()
             else:
                 values[f.name] = raw
         location = values.get("lake_uri") or values.get("lake_dir") or cls.lake_dir
         values["lake_options"] = tuple(sorted(resolve(location, environ).storage_options.items()))
+        if deprecated:
+            log.warning(
+                "settings: %s read without the %s prefix; deprecated, rename to %s",
+                ", ".join(deprecated),
+                PREFIX,
+                ", ".join(PREFIX + n for n in deprecated),
+            )
         return cls(**values)
 
 

@@ -24,6 +24,7 @@ import mode.loop
 from faust.app.base import BootStrategy
 
 from app.kafka_clients import KafkaClients
+from app.logs import logging_config
 from app.outages import LogGovernor, Outages
 from app.settings import Settings
 from app.sinks.contract import Sink
@@ -90,6 +91,7 @@ def build(settings: Settings, lake=None) -> Worker:
         web_graph_enabled=False,
         web_tables_enabled=False,
         web_router_enabled=False,
+        logging_config=logging_config(settings.log_format),
     )
     stats = Stats()
     clients = KafkaClients(settings)

@@ -41,8 +41,19 @@ def read_dotenv(path: Path = ROOT / ".env") -> dict[str, str]:
     return values
 
 
+def setting(name: str) -> str | None:
+    """A pipeline setting as the worker reads it: ACTIVITY_<name>, or the old name."""
+    return configured(f"ACTIVITY_{name}") or configured(name)
+
+
 def configured(name: str) -> str | None:
-    return os.environ.get(name) or read_dotenv().get(name)
+    """The pipeline's setting `name` (ACTIVITY_<name>, else the deprecated <name>)."""
+    dotenv = read_dotenv()
+    for key in (f"ACTIVITY_{name}", name):
+        value = os.environ.get(key) or dotenv.get(key)
+        if value:
+            return value
+    return None
 
 
 @dataclass
@@ -91,19 +102,19 @@ def ensure_kafka() -> str:
         port = int((broker.home / "layout.txt").read_text().split()[0])
         if probes.is_kafka("127.0.0.1", port):
             return f"127.0.0.1:{port}"
-    setting = configured("KAFKA_BOOTSTRAP_SERVERS")
-    host, port = probes.split_bootstrap(setting or DEFAULT_BOOTSTRAP)
+    wanted = setting("KAFKA_BOOTSTRAP_SERVERS")
+    host, port = probes.split_bootstrap(wanted or DEFAULT_BOOTSTRAP)
     port, running = _choose_port(
         "Kafka",
         "KAFKA_BOOTSTRAP_SERVERS",
         host,
         port,
-        explicit=setting is not None,
+        explicit=wanted is not None,
         is_it=probes.is_kafka,
     )
     if running:
         say(f"kafka: using the broker already running at {host}:{port}")
-        return setting or f"{host}:{port}"
+        return wanted or f"{host}:{port}"
     broker.port = port
     broker.start()
     return broker.bootstrap
@@ -121,25 +132,25 @@ def _login_works(url: str) -> bool:
 
 
 def ensure_postgres() -> str:
-    setting = configured("DATABASE_URL")
-    server = PostgresServer(state_dir(), setting or DEFAULT_DATABASE_URL)
+    wanted = setting("DATABASE_URL")
+    server = PostgresServer(state_dir(), wanted or DEFAULT_DATABASE_URL)
     port_file = server.home / "port.txt"
     if port_file.exists():
         server.port = int(port_file.read_text())
         if server.running():
             server.provision(find_bindir())  # cheap; keeps roles current with this version
             return server.url()
-    host, port = probes.split_database_url(setting or DEFAULT_DATABASE_URL)
+    host, port = probes.split_database_url(wanted or DEFAULT_DATABASE_URL)
     port, running = _choose_port(
         "PostgreSQL",
         "DATABASE_URL",
         host,
         port,
-        explicit=setting is not None,
+        explicit=wanted is not None,
         is_it=probes.is_postgres,
     )
     if running:
-        url = setting or DEFAULT_DATABASE_URL
+        url = wanted or DEFAULT_DATABASE_URL
         if not _login_works(url):
             raise StackError(
                 f"a PostgreSQL server answers at {host}:{port} but refuses DATABASE_URL's "
@@ -156,7 +167,7 @@ def ensure_postgres() -> str:
 
 def lake_on_local_s3() -> bool:
     """Is the lake configured on S3 at an endpoint on this machine?"""
-    lake = configured("LAKE_URI") or configured("LAKE_DIR") or ""
+    lake = setting("LAKE_URI") or setting("LAKE_DIR") or ""
     if not lake.lower().startswith(("s3://", "s3a://")):
         return False
     endpoint = configured("AWS_ENDPOINT_URL")
@@ -179,7 +190,7 @@ def ensure_s3(buckets: tuple[str, ...] = ()) -> S3Server:
         "secret_key": configured("AWS_SECRET_ACCESS_KEY"),
     }
     server = S3Server(home, **{k: v for k, v in keys.items() if v})
-    lake = configured("LAKE_URI") or configured("LAKE_DIR") or ""
+    lake = setting("LAKE_URI") or setting("LAKE_DIR") or ""
     if lake.lower().startswith(("s3://", "s3a://")):
         buckets = (*buckets, urlsplit(lake).netloc)
     port_file = home / "port.txt"
@@ -209,16 +220,24 @@ def ensure_s3(buckets: tuple[str, ...] = ()) -> S3Server:
     return server
 
 
-def up(kafka: bool = True, postgres: bool = True, s3: bool | None = None) -> StackInfo:
+def up(
+    kafka: bool = True, postgres: bool = True, s3: bool | None = None, progress=None
+) -> StackInfo:
     """Kafka and PostgreSQL; the S3 server too when `s3`, or (None) when the lake is
-    configured on a local S3 endpoint."""
+    configured on a local S3 endpoint. `progress(text)`, when given, is told each step
+    before it starts."""
+    progress = progress or (lambda text: None)
     if s3 is None:
         s3 = lake_on_local_s3()
-    info = StackInfo(
-        bootstrap=ensure_kafka() if kafka else None,
-        database_url=ensure_postgres() if postgres else None,
-        s3=ensure_s3() if s3 else None,
-    )
+    if kafka:
+        progress("Kafka: starting or reusing one (the first run fetches its jars from Maven)")
+    bootstrap = ensure_kafka() if kafka else None
+    if postgres:
+        progress("PostgreSQL: starting or reusing one")
+    database_url = ensure_postgres() if postgres else None
+    if s3:
+        progress("S3 server: starting or reusing one (the first run builds it with Go)")
+    info = StackInfo(bootstrap=bootstrap, database_url=database_url, s3=ensure_s3() if s3 else None)
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
     (state / "stack.env").write_text(info.exports() + "\n")

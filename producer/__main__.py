@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 
@@ -21,7 +22,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=500, help="simulated users (default 500)")
     p.add_argument("--count", type=int, default=None, help="stop after this many events")
     p.add_argument("--duration", default=None, help="stop after this long (e.g. 60s, 10m)")
-    p.add_argument("--late-ratio", type=float, default=0.05, help="share of late events")
+    p.add_argument(
+        "--late-ratio", type=float, default=0.05, help="share of late events (default 0.05)"
+    )
     p.add_argument("--lateness", default="3m", help="how far late events lag (default 3m)")
     p.add_argument("--bad-ratio", type=float, default=0.0, help="share of malformed records")
     p.add_argument("--seed", type=int, default=42)
@@ -33,15 +36,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "clock starts in the past so it never runs ahead of wall time",
     )
     p.add_argument("--no-key", action="store_true", help="send records without a key")
-    p.add_argument("--topic", default=None, help="topic (default: INPUT_TOPIC or user_activity)")
+    p.add_argument(
+        "--topic", default=None, help="topic (default: ACTIVITY_INPUT_TOPIC or user_activity)"
+    )
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="Kafka brokers, host:port[,host:port] (default: ACTIVITY_KAFKA_BOOTSTRAP_SERVERS "
+        "or localhost:9092)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress lines: only the LATE lines (one per late event) and the summary",
+    )
     args = p.parse_args(argv)
     if args.rate <= 0 or args.users <= 0 or args.speed <= 0:
         p.error("--rate, --users and --speed must be positive")
+    if not 0 <= args.late_ratio <= 1 or not 0 <= args.bad_ratio <= 1:
+        p.error("--late-ratio and --bad-ratio must be between 0 and 1")
     return args
 
 
 async def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    if args.bootstrap_servers:
+        settings = dataclasses.replace(settings, kafka_bootstrap_servers=args.bootstrap_servers)
     topic = args.topic or settings.input_topic
     duration_s = parse_duration_ms("--duration", args.duration) / 1000 if args.duration else None
     # A bounded run fits its whole simulated span in the past; an endless one starts
@@ -95,7 +115,7 @@ async def run(args: argparse.Namespace) -> int:
             ahead = sent / args.rate - (time.monotonic() - began)
             if ahead > 0.01:
                 await asyncio.sleep(ahead)
-            if time.monotonic() - last_progress >= 2:
+            if not args.quiet and time.monotonic() - last_progress >= 2:
                 last_progress = time.monotonic()
                 rate = sent / (last_progress - began)
                 print(

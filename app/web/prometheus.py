@@ -1,120 +1,123 @@
-"""Prometheus text exposition (format 0.0.4) of one `/api/stats` snapshot. Pure."""
+"""`/metrics`: one `/api/stats` snapshot as Prometheus families, by `prometheus_client`.
+
+A custom collector turns the snapshot (the worker's existing counters) into metric
+families; `prometheus_client` writes the text and adds its `process_*` families (CPU
+seconds, resident memory, open files, start time). Every family of the pipeline's own
+starts with `pipeline_`; counters end in `_total`, epoch times in `_timestamp_seconds`.
+The list, with labels and meaning: docs/metrics.md (a unit test keeps the two equal).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-Sample = tuple[dict[str, object], float | int | None]
-
-
-def _escape(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float | int) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    return repr(float(value))
-
-
-class Exposition:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            if value is None:
-                continue
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            series = f"{name}{{{label_text}}}" if label_text else name
-            self.lines.append(f"{series} {_number(value)}")
-
-    def histogram(self, name: str, help_text: str, snap: dict) -> None:
-        """`snap`: {"buckets": [[upper bound, cumulative count], ...], "sum_s", "count"}."""
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} histogram")
-        for bound, count in snap["buckets"]:
-            le = bound if isinstance(bound, str) else _number(float(bound))
-            self.lines.append(f'{name}_bucket{{le="{le}"}} {count}')
-        self.lines.append(f"{name}_sum {_number(float(snap['sum_s']))}")
-        self.lines.append(f"{name}_count {snap['count']}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+PREFIX = "pipeline_"
 
 
 def _seconds(ms: int | None) -> float | None:
     return None if ms is None else ms / 1000
 
 
-def render(snap: dict) -> str:
-    out = Exposition()
-    worker = snap["worker"]
-    sources = snap["sources"]
-    users = snap["user_partitions"]
-    sink = snap["sink"]
-    lake = snap["lake"]
+def _value(value) -> float | None:
+    if value is None:
+        return None
+    return float(value)
 
-    def by_source(key: str) -> list[Sample]:
+
+class _Families:
+    """Builds families; a sample whose value is unknown (None) is left out."""
+
+    def __init__(self) -> None:
+        self.out: list[Metric] = []
+
+    def _add(self, cls, name: str, help_text: str, samples) -> None:
+        samples = list(samples)
+        labels = list(samples[0][0]) if samples else []
+        family = cls(PREFIX + name, help_text, labels=labels)
+        for label_values, value in samples:
+            value = _value(value)
+            if value is not None:
+                family.add_metric([str(v) for v in label_values.values()], value)
+        self.out.append(family)
+
+    def gauge(self, name: str, help_text: str, samples) -> None:
+        self._add(GaugeMetricFamily, name, help_text, samples)
+
+    def counter(self, name: str, help_text: str, samples) -> None:
+        """`name` without `_total`: prometheus_client adds it."""
+        self._add(CounterMetricFamily, name, help_text, samples)
+
+    def histogram(self, name: str, help_text: str, snap: dict | None) -> None:
+        """`snap`: {"buckets": [[upper bound, cumulative count], ...], "sum_s", "count"}."""
+        family = HistogramMetricFamily(PREFIX + name, help_text, labels=[])
+        if snap:
+            buckets = [
+                (bound if isinstance(bound, str) else repr(float(bound)), count)
+                for bound, count in snap["buckets"]
+            ]
+            family.add_metric([], buckets=buckets, sum_value=float(snap["sum_s"]))
+        self.out.append(family)
+
+
+def families(snap: dict) -> list[Metric]:
+    """The pipeline's families of one `/api/stats` snapshot (docs/metrics.md)."""
+    f = _Families()
+    worker, sources, users = snap["worker"], snap["sources"], snap["user_partitions"]
+
+    def by_source(key: str):
         return [({"partition": s["partition"]}, s[key]) for s in sources]
 
-    def by_user_partition(key: str) -> list[Sample]:
+    def by_user_partition(key: str):
         return [({"partition": u["partition"]}, u[key]) for u in users]
 
-    out.add(
+    f.gauge(
         "worker_info",
-        "gauge",
-        "This worker (the metrics below cover only its partitions).",
+        "This worker (the other pipeline_ families cover only its partitions); always 1.",
         [({"worker": worker["id"], "app_id": worker["app_id"]}, 1)],
     )
-    out.add("worker_uptime_seconds", "gauge", "Seconds since start.", [({}, worker["uptime_s"])])
-    out.add(
-        "events_processed_total",
-        "counter",
+    f.counter(
+        "events_processed",
         "Valid input events read, late ones included, per source partition.",
         by_source("events"),
     )
-    out.add(
-        "late_events_total",
-        "counter",
+    f.counter(
+        "late_events",
         "Events older than their source partition's watermark when read.",
         by_source("late"),
     )
-    out.add(
-        "dead_letters_total",
-        "counter",
+    f.counter(
+        "dead_letters",
         "Bad input records sent to the dead-letter topic, by reason.",
         [({"reason": r}, n) for r, n in snap["dead_letter_reasons"].items()],
     )
-    out.add(
-        "pipeline_rows_rejected_total",
-        "counter",
+    f.counter(
+        "rows_rejected",
         "Rows or records a sink refused as data (never writable) and set aside, by sink "
         "and reason (PostgreSQL: SQLSTATE; the rows are in rejected_rows).",
         [({"sink": r["sink"], "reason": r["reason"]}, r["count"]) for r in snap["rejected"]],
     )
     stages = snap["stages"]
-    out.add(
-        "pipeline_stage_up",
-        "gauge",
+    f.gauge(
+        "stage_up",
         "1 while the stage's supervised loop runs.",
         [({"stage": name}, st["alive"]) for name, st in stages.items()],
     )
-    out.add(
-        "pipeline_stage_loop_errors_total",
-        "counter",
+    f.counter(
+        "stage_loop_errors",
         "Unexpected errors the stage's supervisor caught (each followed by a restart).",
         [({"stage": name}, st["loop_errors"]) for name, st in stages.items()],
     )
-    out.add(
-        "pipeline_partition_stuck",
-        "gauge",
+    f.gauge(
+        "partition_stuck",
         "1 for a partition with records to process and no progress for STUCK_AFTER, or "
         "assigned and not opened for that long; /api/stats says at which offset.",
         [
@@ -123,188 +126,137 @@ def render(snap: dict) -> str:
             for s in st["stuck_partitions"] + st.get("not_opened", [])
         ],
     )
-    out.add(
-        "transactions_committed_total",
-        "counter",
-        "Kafka transactions committed by the source stage (outputs plus source offsets).",
-        [({}, snap["totals"].get("transactions_committed"))],
+    totals = snap["totals"]
+    f.counter(
+        "transactions_committed",
+        "Kafka transactions committed, by stage (outputs plus input offsets).",
+        [
+            ({"stage": "source"}, totals.get("transactions_committed")),
+            ({"stage": "stateful"}, totals.get("stateful_transactions_committed")),
+        ],
     )
-    out.add(
-        "transactions_aborted_total",
-        "counter",
-        "Kafka transactions aborted and read again from the last committed offset.",
-        [({}, snap["totals"].get("transactions_aborted"))],
+    f.counter(
+        "transactions_aborted",
+        "Kafka transactions aborted and read again from the last committed offset, by stage.",
+        [
+            ({"stage": "source"}, totals.get("transactions_aborted")),
+            ({"stage": "stateful"}, totals.get("stateful_transactions_aborted")),
+        ],
     )
-    latency = snap.get("latency")
-    if latency:
-        out.histogram(
-            "end_to_end_latency_seconds",
-            "From an input record's Kafka timestamp to the commit of the transaction that "
-            "made its enriched record, dead letter and forward visible.",
-            latency,
-        )
-    loop_lag = snap.get("event_loop_lag")
-    if loop_lag:
-        out.histogram(
-            "event_loop_lag_seconds",
-            "How late the worker's event loop woke a 20 ms sleeper: how long one piece "
-            "of work held the loop that both stages and their commit timers share.",
-            loop_lag,
-        )
-    out.add(
-        "source_stream_time_seconds",
-        "gauge",
-        "Largest event_time read from the source partition (epoch seconds).",
+    f.histogram(
+        "end_to_end_latency_seconds",
+        "From an input record's Kafka timestamp to the commit of the transaction that "
+        "made its enriched record, dead letter and forward visible.",
+        snap.get("latency"),
+    )
+    f.histogram(
+        "event_loop_lag_seconds",
+        "How late the worker's event loop woke a 20 ms sleeper: how long one piece "
+        "of work held the loop that both stages and their commit timers share.",
+        snap.get("event_loop_lag"),
+    )
+    f.gauge(
+        "source_stream_time_timestamp_seconds",
+        "Largest event_time read from the source partition (Unix time).",
         [({"partition": s["partition"]}, _seconds(s["stream_time_ms"])) for s in sources],
     )
-    out.add(
-        "source_watermark_seconds",
-        "gauge",
-        "Stream time minus LATENESS of the source partition (epoch seconds).",
+    f.gauge(
+        "source_watermark_timestamp_seconds",
+        "Stream time minus LATENESS of the source partition (Unix time).",
         [({"partition": s["partition"]}, _seconds(s["watermark_ms"])) for s in sources],
     )
-    lag = [
-        ({"stage": "source", "partition": s["partition"]}, s["consumer_lag"]) for s in sources
-    ] + [({"stage": "user_keyed", "partition": u["partition"]}, u["consumer_lag"]) for u in users]
-    out.add("consumer_lag", "gauge", "Highwater minus consumer position, in records.", lag)
-    out.add(
-        "merged_watermark_seconds",
-        "gauge",
-        "Watermark of a user-keyed partition, merged over source partitions (epoch seconds).",
+    f.gauge(
+        "consumer_lag_records",
+        "Highwater minus consumer position, by stage and partition.",
+        [({"stage": "source", "partition": s["partition"]}, s["consumer_lag"]) for s in sources]
+        + [({"stage": "stateful", "partition": u["partition"]}, u["consumer_lag"]) for u in users],
+    )
+    f.gauge(
+        "merged_watermark_timestamp_seconds",
+        "Watermark of a user-keyed partition, merged over source partitions (Unix time).",
         [({"partition": u["partition"]}, _seconds(u["merged_watermark_ms"])) for u in users],
     )
-    out.add(
+    f.gauge(
         "open_sessions",
-        "gauge",
         "Open sessions held by the user-keyed partition.",
         by_user_partition("open_sessions"),
     )
-    out.add(
-        "late_at_merge_total",
-        "counter",
+    f.counter(
+        "late_at_merge",
         "On-time events that reached the user-keyed stage behind its merged watermark.",
         by_user_partition("late_at_merge"),
     )
-    out.add(
-        "sink_rows_written_total",
-        "counter",
-        "Rows upserted into PostgreSQL.",
-        [({}, sink["rows_written"])],
-    )
-    out.add(
-        "sink_errors_total",
-        "counter",
-        "Failed PostgreSQL writes (each is retried).",
-        [({}, sink["errors"])],
-    )
-    out.add(
+    sinks = sorted(snap.get("sinks", {}).items())
+
+    def by_sink(field: str):
+        return [({"sink": name}, fields.get(field)) for name, fields in sinks]
+
+    # every sink alike (app/sinks/contract.py): kafka (the outputs), lake, postgres
+    f.gauge(
         "sink_up",
-        "gauge",
-        "1 while PostgreSQL is connected and the last write attempt succeeded, else 0.",
-        [({}, sink.get("ok"))],
-    )
-    out.add(
-        "sink_consecutive_errors",
-        "gauge",
-        "Failed PostgreSQL writes since the last success (0 when healthy).",
-        [({}, sink.get("consecutive_errors"))],
-    )
-    out.add(
-        "sink_failing_since_seconds",
-        "gauge",
-        "Start of the current PostgreSQL outage (epoch seconds); absent when healthy.",
-        [({}, sink.get("failing_since_s"))],
-    )
-    out.add(
-        "sink_write_latency_seconds",
-        "gauge",
-        "Duration of the last successful PostgreSQL batch write.",
-        [({}, sink["last_write_latency_s"])],
-    )
-    out.add(
-        "sink_pending_rows",
-        "gauge",
-        "Rows waiting for the next PostgreSQL write.",
-        [({}, sink["pending_rows"])],
-    )
-    sinks = snap.get("sinks", {})
-
-    def by_sink(field: str) -> list[Sample]:
-        return [({"sink": name}, fields.get(field)) for name, fields in sorted(sinks.items())]
-
-    # every sink alike (app/sinks/contract.py); the unlabelled sink_* above are PostgreSQL's
-    out.add(
-        "pipeline_sink_up",
-        "gauge",
         "1 while the sink's last write attempt succeeded (or none failed yet), else 0.",
         by_sink("ok"),
     )
-    out.add(
-        "pipeline_sink_rows_written_total",
-        "counter",
-        "Rows (records) made durable in the sink.",
-        by_sink("rows_written"),
+    f.counter(
+        "sink_rows_written", "Rows (records) made durable in the sink.", by_sink("rows_written")
     )
-    out.add(
-        "pipeline_sink_writes_total",
-        "counter",
+    f.counter(
+        "sink_writes",
         "All-or-nothing writes to the sink: Kafka transactions, lake commits, PostgreSQL "
         "transactions.",
         by_sink("writes"),
     )
-    out.add(
-        "pipeline_sink_errors_total",
-        "counter",
-        "Failed write attempts (each is retried).",
-        by_sink("errors"),
+    f.counter("sink_errors", "Failed write attempts (each is retried).", by_sink("errors"))
+    f.gauge(
+        "sink_consecutive_errors",
+        "Failed write attempts since the last success (0 when healthy).",
+        by_sink("consecutive_errors"),
     )
-    out.add(
-        "pipeline_sink_pending_rows",
-        "gauge",
+    f.gauge(
+        "sink_pending_rows",
         "Rows handed to the sink and not durable in it yet.",
         by_sink("pending_rows"),
     )
-    out.add(
-        "pipeline_sink_failing_since_seconds",
-        "gauge",
-        "Start of the sink's current outage (epoch seconds); absent when healthy.",
+    f.gauge(
+        "sink_last_write_duration_seconds",
+        "Duration of the sink's last successful write.",
+        by_sink("last_write_s"),
+    )
+    f.gauge(
+        "sink_failing_since_timestamp_seconds",
+        "Start of the sink's current outage (Unix time); absent when healthy.",
         by_sink("failing_since_s"),
     )
     deps = sorted(snap.get("dependencies", {}).items())
 
-    def by_dependency(field: str) -> list[Sample]:
+    def by_dependency(field: str):
         return [({"dependency": name}, fields.get(field)) for name, fields in deps]
 
-    out.add(
-        "pipeline_dependency_up",
-        "gauge",
+    f.gauge(
+        "dependency_up",
         "0 while the worker cannot reach the dependency (Kafka, PostgreSQL, the lake).",
         by_dependency("up"),
     )
-    out.add(
-        "pipeline_dependency_outages_total",
-        "counter",
-        "Times the dependency went away.",
-        by_dependency("outages"),
-    )
-    out.add(
-        "pipeline_dependency_log_lines_left_out_total",
-        "counter",
+    f.counter("dependency_outages", "Times the dependency went away.", by_dependency("outages"))
+    f.counter(
+        "dependency_log_lines_left_out",
         "Library log lines about the dependency counted, not written, while it was away.",
         by_dependency("log_lines_left_out"),
     )
-    out.add("lake_rows_total", "counter", "Rows written to the Parquet lake.", [({}, lake["rows"])])
-    out.add("lake_errors_total", "counter", "Failed lake writes (retried).", [({}, lake["errors"])])
-    out.add(
-        "lake_up",
-        "gauge",
-        "1 when the last lake write succeeded (or none failed yet), 0 while it is failing.",
-        [({}, lake.get("ok"))],
-    )
-    out.add(
-        "lake_buffered_rows",
-        "gauge",
-        "Rows waiting for the next lake flush.",
-        [({}, lake["buffered_rows"])],
-    )
-    return out.text()
+    return f.out
+
+
+class _Snapshot:
+    def __init__(self, snap: dict) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.snap)
+
+
+def render(snap: dict) -> str:
+    """The exposition text: the snapshot's families, then this process's `process_*`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(snap))
+    ProcessCollector(registry=registry)
+    return generate_latest(registry).decode()

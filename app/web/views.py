@@ -8,7 +8,10 @@
 - `/api/stats`                this worker's partitions: clocks, lag, counters, sinks
 - `/api/health`               PostgreSQL reachable, the lake writable, both stages' loops
                               running and no partition stuck: 200, else 503
-- `/metrics`                  Prometheus text of `/api/stats`
+- `/livez`                    liveness: both stages' loops running (200), else 503
+- `/readyz`                   readiness: Kafka, PostgreSQL and the lake reachable,
+                              partitions assigned, none stuck (200), else 503
+- `/metrics`                  Prometheus text of `/api/stats` (docs/metrics.md)
 
 PostgreSQL holds the results of every worker, so any worker answers the window and
 session endpoints for the whole pipeline. Reads go through the sink's asyncpg pool,
@@ -133,21 +136,82 @@ def register(worker) -> None:
     async def _ping(conn) -> int:
         return await conn.fetchval("SELECT 1", timeout=2)
 
-    @app.page("/api/health", name="health")
-    async def health(self: web.View, request: web.Request) -> web.Response:
+    async def _kafka_check() -> dict:
+        """A broker of KAFKA_BOOTSTRAP_SERVERS accepts a TCP connection, and no stage has
+        seen Kafka fail since its last success (app/outages.py)."""
+        dep = worker.outages.snapshot().get("kafka", {})
+        if dep and not dep["up"]:
+            return {"ok": False, "error": dep["last_error"]}
+        errors = []
+        for server in settings.kafka_bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            started = time.monotonic()
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host.strip("[]"), int(port)), 2.0
+                )
+            except (OSError, TimeoutError, ValueError) as exc:
+                errors.append(f"{server.strip()}: {type(exc).__name__}: {exc}")
+                continue
+            writer.close()
+            latency = round((time.monotonic() - started) * 1000, 1)
+            return {"ok": True, "broker": server.strip(), "latency_ms": latency}
+        return {"ok": False, "error": "; ".join(errors)}
+
+    async def _postgres_check() -> dict:
         started = time.monotonic()
         try:
             await read_db(_ping)
-            postgres = {"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
         except ServiceUnavailable as exc:
-            postgres = {"ok": False, "error": exc.detail}
+            return {"ok": False, "error": exc.detail}
+        return {"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+
+    def _lake_check() -> dict:
         lake_health = worker.source.lake.health
-        lake = {"ok": lake_health.ok, "error": None if lake_health.ok else lake_health.last_error}
-        assigned = observe.assigned_partitions(worker)
-        stages = {
+        return {"ok": lake_health.ok, "error": None if lake_health.ok else lake_health.last_error}
+
+    def _stages() -> dict:
+        return {
             name: observe.stage_fields(stage)
             for name, stage in (("source", worker.source), ("stateful", worker.stateful))
         }
+
+    @app.page("/livez", name="livez")
+    async def livez(self: web.View, request: web.Request) -> web.Response:
+        """For a liveness probe: 503 only when a stage's supervised loop is not running
+        (a restart helps); a dependency away is readiness, not liveness."""
+        alive = {name: st["alive"] for name, st in _stages().items()}
+        ok = all(alive.values())
+        payload = {"status": "ok" if ok else "dead", "stages_alive": alive}
+        return json_response(self, payload, status=200 if ok else 503)
+
+    @app.page("/readyz", name="readyz")
+    async def readyz(self: web.View, request: web.Request) -> web.Response:
+        """For a readiness probe: Kafka, PostgreSQL and the lake reachable, partitions
+        assigned, no partition stuck; each check in the body."""
+        postgres, lake = await _postgres_check(), _lake_check()
+        assigned = observe.assigned_partitions(worker)
+        stuck = [
+            {"stage": name, **s}
+            for name, st in _stages().items()
+            for s in st["stuck_partitions"] + st["not_opened"]
+        ]
+        checks = {
+            "kafka": await _kafka_check(),
+            "postgres": postgres,
+            "lake": lake,
+            "partitions": {"ok": assigned > 0, "assigned": assigned},
+            "not_stuck": {"ok": not stuck, "stuck_partitions": stuck},
+        }
+        ok = all(c["ok"] for c in checks.values())
+        payload = {"status": "ready" if ok else "not ready", "checks": checks}
+        return json_response(self, payload, status=200 if ok else 503)
+
+    @app.page("/api/health", name="health")
+    async def health(self: web.View, request: web.Request) -> web.Response:
+        postgres, lake = await _postgres_check(), _lake_check()
+        assigned = observe.assigned_partitions(worker)
+        stages = _stages()
         loops_ok = all(
             st["alive"] and not st["stuck_partitions"] and not st["not_opened"]
             for st in stages.values()

@@ -145,7 +145,7 @@ async def web_up(worker) -> dict:
 
 
 def metric(text: str, name: str) -> float | None:
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     return float(match.group(1)) if match else None
 
 
@@ -355,7 +355,7 @@ async def test_postgres_outage_keeps_the_worker_up_and_rows_converge(
             if status == 503:
                 seen["health"] = health
             _, text = await api(worker, "/metrics")
-            if isinstance(text, str) and metric(text, "sink_up") == 0:
+            if isinstance(text, str) and metric(text, 'pipeline_sink_up{sink="postgres"}') == 0:
                 seen["sink_up"] = 0
     finally:
         restart_started = time.monotonic()
@@ -364,7 +364,7 @@ async def test_postgres_outage_keeps_the_worker_up_and_rows_converge(
     outage_s = restarted_at - stopped_at
 
     assert seen["errors"] > 0 and seen["last_error"], f"no sink error shown: {seen}"
-    assert seen["sink_up"] == 0, "/metrics never showed sink_up 0 during the outage"
+    assert seen["sink_up"] == 0, "/metrics never showed the postgres sink down"
     assert seen["health"] is not None, "/api/health never reported the outage"
     assert seen["health"]["checks"]["postgres"]["ok"] is False
     for shown in (seen["last_error"], orjson.dumps(seen["health"]).decode()):
@@ -501,7 +501,7 @@ async def test_lake_write_failure_keeps_rows_until_repaired(
         assert lake_stats["errors"] > 0 and lake_stats["ok"] is False, lake_stats
         assert lake_stats["buffered_rows"] >= total - len(in_lake_while_broken), lake_stats
         _, text = await api(worker, "/metrics")
-        assert metric(text, "lake_up") == 0
+        assert metric(text, 'pipeline_sink_up{sink="lake"}') == 0
         errors_while_broken = lake_stats["errors"]
     finally:
         if lake_dir.is_file():

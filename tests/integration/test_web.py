@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration import scenario
 from tests.integration.browser import Browser, find_chromium
-from tests.integration.conftest import create_topic, wait_for
+from tests.integration.conftest import create_topic, random_free_port, wait_for
 from tests.integration.web_support import (
     MIN,
     PARTITIONS,
@@ -104,20 +104,26 @@ async def check_metrics(api: Api, plan: Plan, open_sessions: int) -> None:
     headers, body = await api.get("/metrics")
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     samples = parse_metrics(body.decode())
-    assert total(samples, "events_processed_total") == sum(plan.valid)
-    assert total(samples, "late_events_total") == plan.expected.late
-    by_reason = {labels["reason"]: v for labels, v in samples["dead_letters_total"]}
+    assert total(samples, "pipeline_events_processed_total") == sum(plan.valid)
+    assert total(samples, "pipeline_late_events_total") == plan.expected.late
+    by_reason = {labels["reason"]: v for labels, v in samples["pipeline_dead_letters_total"]}
     assert by_reason == dict(plan.reasons)
-    lag = {(labels["stage"], labels["partition"]) for labels, _ in samples["consumer_lag"]}
+    lag = {
+        (labels["stage"], labels["partition"])
+        for labels, _ in samples["pipeline_consumer_lag_records"]
+    }
     assert len(lag) == 2 * PARTITIONS
-    assert len(samples["source_watermark_seconds"]) == PARTITIONS
-    assert len(samples["merged_watermark_seconds"]) == PARTITIONS
-    assert total(samples, "open_sessions") == open_sessions
-    assert total(samples, "sink_rows_written_total") > 0
-    assert total(samples, "sink_errors_total") == 0
-    assert "sink_write_latency_seconds" in samples
+    assert len(samples["pipeline_source_watermark_timestamp_seconds"]) == PARTITIONS
+    assert len(samples["pipeline_merged_watermark_timestamp_seconds"]) == PARTITIONS
+    assert total(samples, "pipeline_open_sessions") == open_sessions
+    written = {labels["sink"]: v for labels, v in samples["pipeline_sink_rows_written_total"]}
+    assert written["postgres"] > 0 and written["lake"] == sum(plan.valid)
+    assert total(samples, "pipeline_sink_errors_total") == 0
+    assert {labels["sink"] for labels, _ in samples["pipeline_sink_last_write_duration_seconds"]}
     up = {labels["sink"]: value for labels, value in samples["pipeline_sink_up"]}
     assert up == {"kafka": 1, "lake": 1, "postgres": 1}
+    assert total(samples, "process_cpu_seconds_total") > 0
+    assert total(samples, "process_resident_memory_bytes") > 0
 
 
 async def check_page_views(api: Api, got: scenario.Expected, newest: int) -> None:
@@ -194,6 +200,12 @@ async def check_sessions(api: Api, got: scenario.Expected, newest: int, open_ses
 async def check_pages_and_errors(api: Api) -> None:
     health = await api.json("/api/health")
     assert health["status"] == "ok" and health["checks"]["postgres"]["ok"]
+    live = await api.json("/livez")
+    assert live == {"status": "ok", "stages_alive": {"source": True, "stateful": True}}
+    ready = await api.json("/readyz")
+    assert ready["status"] == "ready", ready
+    assert set(ready["checks"]) == {"kafka", "postgres", "lake", "partitions", "not_stuck"}
+    assert ready["checks"]["partitions"]["assigned"] == 2 * PARTITIONS
     headers, body = await api.get("/")
     assert headers["Content-Type"].startswith("text/html")  # not Faust's {"status": "OK"}
     assert b"User activity pipeline" in body and b"/static/dashboard.js" in body
@@ -309,3 +321,35 @@ async def test_dashboard_in_headless_chromium(bootstrap, pipeline_env, start_wor
     if target:  # e.g. DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the docs image
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+async def test_probes_when_postgresql_cannot_be_reached(bootstrap, pipeline_env, start_worker):
+    """/livez stays 200 (a restart would not bring PostgreSQL back); /readyz is 503 and
+    says which check failed, Kafka's among those that pass."""
+    await create_topic(bootstrap, pipeline_env["INPUT_TOPIC"], PARTITIONS)
+    nowhere = f"postgresql://user:password@127.0.0.1:{random_free_port()}/stream_data"
+    worker = start_worker(DATABASE_URL=nowhere)
+    port = int(worker.env["WEB_PORT"])
+    async with aiohttp.ClientSession() as http:
+
+        async def probed():
+            assert worker.alive(), f"worker died:\n{worker.tail()}"
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/livez") as live:
+                    if live.status != 200:
+                        return False
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as ready:
+                    body = await ready.json()
+                    # Kafka and the partitions become ready with the first rebalance
+                    checks = body["checks"]
+                    settled = checks["kafka"]["ok"] and checks["partitions"]["ok"]
+                    return ready.status == 503 and settled and body
+            except aiohttp.ClientError:
+                return False
+
+        ready = await wait_for(probed, timeout=90, interval=0.5, what="/livez 200, /readyz 503")
+    assert ready["status"] == "not ready", ready
+    checks = ready["checks"]
+    assert checks["postgres"]["ok"] is False, checks
+    assert checks["lake"]["ok"] and checks["partitions"]["ok"], checks
+    assert "password" not in orjson.dumps(ready).decode()

@@ -194,7 +194,11 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict, float]]]:
         family = re.sub(r"_(bucket|sum|count)$", "", name)
         typed = name in types or types.get(family) == "histogram"
         assert typed, f"{name} has no # TYPE line"
-    for counter in ("events_processed_total", "late_events_total", "dead_letters_total"):
+    for counter in (
+        "pipeline_events_processed_total",
+        "pipeline_late_events_total",
+        "pipeline_dead_letters_total",
+    ):
         assert types.get(counter) == "counter", counter
     return samples
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from app.settings import Settings
+from app.sinks.lake.location import SCHEMES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -36,8 +37,7 @@ def services(compose: dict) -> dict:
 
 
 def _env_name(field_name: str) -> str:
-    name = field_name.upper()
-    return name[:-3] if name.endswith("_MS") else name
+    return Settings.env_name(field_name)
 
 
 def _env_example() -> dict[str, str]:
@@ -122,9 +122,17 @@ def test_kafka_is_official_4x_kraft_with_two_listeners(services: dict) -> None:
 
 def test_postgres_mounts_init_db_and_matches_default_url(services: dict) -> None:
     postgres = services["postgres"]
-    assert postgres["image"] == "postgres:15"
+    assert postgres["image"].startswith("postgres:15.")
     mounts = [str(v) for v in postgres.get("volumes", [])]
-    assert any(m.startswith("./init-db.sql:/docker-entrypoint-initdb.d/") for m in mounts), mounts
+    init = [m.split(":")[0] for m in mounts if ":/docker-entrypoint-initdb.d/" in m]
+    assert init == ["./app/sinks/init-db.sql"], mounts
+    # the DDL the worker runs itself, a regular file (a symlink reaches PostgreSQL as a
+    # path where checkouts do not make symlinks)
+    from app.sinks.postgres import DDL
+
+    path = ROOT / init[0]
+    assert not path.is_symlink() and path.resolve() == DDL.resolve()
+    assert not (ROOT / "init-db.sql").is_symlink(), "no symlinked init-db.sql at the top"
     env = _environment(postgres)
     default_url = Settings().database_url
     assert f"{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@" in default_url
@@ -137,7 +145,8 @@ def test_dependencies_wait_for_healthy_services(services: dict) -> None:
     producer = _depends_on(services["producer"])
     assert worker["kafka"]["condition"] == "service_healthy"
     assert worker["postgres"]["condition"] == "service_healthy"
-    assert producer["kafka"]["condition"] == "service_healthy"
+    assert producer["topics"]["condition"] == "service_completed_successfully"
+    assert _depends_on(services["topics"])["kafka"]["condition"] == "service_healthy"
 
 
 def test_every_dependency_target_has_a_healthcheck(services: dict) -> None:
@@ -147,11 +156,15 @@ def test_every_dependency_target_has_a_healthcheck(services: dict) -> None:
         assert not check.get("disable", False)
 
 
-def test_worker_can_be_scaled(services: dict) -> None:
+def test_worker_can_be_scaled_and_its_dashboard_is_published(services: dict) -> None:
     worker = services["worker"]
     assert "container_name" not in worker
-    assert "ports" not in worker, "a host port mapping breaks --scale worker=N"
-    assert [str(p) for p in worker.get("expose", [])] == ["6066"]
+    # a host port range: one port per replica, as many as the topics have partitions
+    (published,) = [str(p) for p in worker["ports"]]
+    host, container = published.rsplit(":", 1)
+    low, high = (int(x) for x in host.split("-"))
+    assert int(container) == int(_environment(worker)["WEB_PORT"]) == low == 6066
+    assert high - low + 1 == int(_environment(worker)["PARTITIONS"])
 
 
 def test_worker_environment_points_at_the_containers(compose: dict, services: dict) -> None:
@@ -168,7 +181,8 @@ def test_worker_environment_points_at_the_containers(compose: dict, services: di
     assert lake.storage_options["AWS_ACCESS_KEY_ID"] == s3_env["ROOT_ACCESS_KEY"]
     assert lake.storage_options["AWS_SECRET_ACCESS_KEY"] == s3_env["ROOT_SECRET_KEY"]
     assert "mkdir -p /data/lake" in " ".join(services["s3"]["command"])  # the bucket
-    assert services["worker"].get("volumes", []) == [], "workers share no volume"
+    mounts = [str(v) for v in services["worker"].get("volumes", [])]
+    assert mounts == [env["STATE_DIR"]], "workers share no volume; state: an anonymous one"
 
 
 def test_the_s3_service_is_the_server_devstack_runs(services: dict) -> None:
@@ -192,7 +206,9 @@ def test_producer_runs_the_simulator(services: dict) -> None:
 def test_env_example_lists_exactly_the_settings() -> None:
     listed = _env_example()
     # lake_options is no variable of its own: the AWS_*/GOOGLE_*/AZURE_* ones (commented)
-    settings = {_env_name(f.name) for f in dataclasses.fields(Settings)} - {"LAKE_OPTIONS"}
+    settings = {_env_name(f.name) for f in dataclasses.fields(Settings)} - {
+        _env_name("lake_options")
+    }
     assert sorted(set(listed) - settings) == [], "in .env.example but not a Settings field"
     assert sorted(settings - set(listed)) == [], "Settings fields missing from .env.example"
 
@@ -209,8 +225,8 @@ def test_env_example_holds_no_secrets() -> None:
     for name, value in listed.items():
         if "PASSWORD" in name or name.endswith(("_KEYFILE", "_USERNAME")):
             assert value == "", f".env.example: {name} must be empty (set it in .env)"
-    assert listed["DATABASE_URL"] == Settings().database_url
-    assert listed["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    assert listed["ACTIVITY_DATABASE_URL"] == Settings().database_url
+    assert listed["ACTIVITY_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".env" in ignored, ".env holds secrets: git must ignore it"
     assert ".env" in (ROOT / ".dockerignore").read_text().split(), "keep .env out of images"
@@ -221,8 +237,10 @@ def test_scaled_workers_share_the_lake_and_nothing_else(compose: dict, services:
     and share the lake through the object store (no volume), as on several hosts."""
     worker = services["worker"]
     assert "hostname" not in worker, "a fixed hostname gives replicas the same worker id"
-    assert worker.get("volumes", []) == [], "state stays per container; the lake is on s3"
     env = _environment(worker)
+    mounts = [str(v) for v in worker.get("volumes", [])]
+    # state on an anonymous volume (per container); the lake is on s3, not a volume
+    assert mounts == [env["STATE_DIR"]], mounts
     assert "APP_ID" in env, "replicas must share one consumer group"
     assert env["LAKE_URI"].startswith("s3://")
     # The image owns /data (a folder lake, LAKE_DIR=/data/lake, is writable by its user).
@@ -231,4 +249,56 @@ def test_scaled_workers_share_the_lake_and_nothing_else(compose: dict, services:
     assert re.search(owned, dockerfile)
     assert re.search(r"^USER app$", dockerfile, re.M)
     check = " ".join(str(part) for part in worker["healthcheck"]["test"])
-    assert "127.0.0.1:6066" in check, "the healthcheck must work without a host port"
+    assert "127.0.0.1:6066/api/health" in check, "the real health endpoint, in the container"
+
+
+def _setting_names() -> set[str]:
+    """Every variable the worker reads: ACTIVITY_* and the deprecated unprefixed names."""
+    fields = dataclasses.fields(Settings)
+    return {Settings.env_name(f.name) for f in fields} | {
+        Settings.env_name(f.name, prefix="") for f in fields
+    }
+
+
+def test_every_app_variable_is_a_setting_the_worker_reads(services: dict) -> None:
+    """A misspelt variable in the file would be ignored by the containers (issue 30)."""
+    names = _setting_names()
+    # the lake's object store reads its own variables (app/sinks/lake/location.py)
+    store = tuple({p for prefixes in SCHEMES.values() for p in prefixes})
+    for service in ("worker", "producer"):
+        unknown = sorted(
+            n for n in set(_environment(services[service])) - names if not n.startswith(store)
+        )
+        assert unknown == [], f"{service}: {unknown} are not settings (app/settings.py)"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    block = re.search(r"^ENV PYTHONPATH=/app \\\n((?:\s+\w+=\S+(?: \\)?\n)+)", dockerfile, re.M)
+    assert block, "the Dockerfile's ENV block of settings"
+    for name in re.findall(r"(\w+)=", block.group(1)):
+        assert name in names, f"Dockerfile ENV {name} is not a setting"
+
+
+def test_image_tags_are_pinned_and_kafka_is_the_version_everywhere(services: dict) -> None:
+    images = [s["image"] for s in services.values() if "image" in s]
+    for image in images:
+        tag = image.partition(":")[2]
+        assert re.fullmatch(r"\d+\.\d+(\.\d+)?", tag), f"{image}: pin a version"
+    pom = (ROOT / "devstack" / "pom.xml").read_text()
+    kafka_version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
+    kafka_images = {i for i in images if i.startswith("apache/kafka:")}
+    assert kafka_images == {f"apache/kafka:{kafka_version}"}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.\d+\.\d+-slim-\w+$", dockerfile, re.M)
+
+
+def test_topics_are_created_before_the_worker_and_producer_start(services: dict) -> None:
+    topics = services["topics"]
+    script = " ".join(str(part) for part in topics["command"])
+    settings = Settings()
+    for topic in (settings.input_topic, settings.enriched_topic, settings.dlq_topic):
+        assert topic in script, topic
+    assert f"--partitions {_environment(services['worker'])['PARTITIONS']}" in script
+    assert "--if-not-exists" in script
+    assert topics["image"] == services["kafka"]["image"]
+    for name in ("worker", "producer"):
+        deps = _depends_on(services[name])
+        assert deps["topics"]["condition"] == "service_completed_successfully", name

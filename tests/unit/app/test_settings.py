@@ -4,12 +4,14 @@ The variables and their defaults: docs/contract.md, Configuration.
 """
 
 import ast
+import logging
 import re
 import shutil
 import ssl
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 
 from app.errors import ConfigError
@@ -408,3 +410,52 @@ def test_max_future_from_is_an_instant_and_unset_means_the_wall_clock():
     assert s.max_future_from_ms == 1_769_680_800_000
     with pytest.raises(ConfigError, match="MAX_FUTURE_FROM"):
         Settings.from_env({"MAX_FUTURE_FROM": "tomorrow"})
+
+
+def test_prefixed_names_are_read_and_win_over_the_old_ones(caplog):
+    with caplog.at_level(logging.WARNING, logger="app.settings"):
+        s = Settings.from_env(
+            {"ACTIVITY_WEB_PORT": "7000", "WEB_PORT": "7001", "ACTIVITY_LATENESS": "1m"}
+        )
+    assert s.web_port == 7000 and s.lateness_ms == 60_000
+    assert caplog.records == []  # nothing read under an old name
+
+
+def test_old_names_still_work_with_one_deprecation_line(caplog):
+    with caplog.at_level(logging.WARNING, logger="app.settings"):
+        s = Settings.from_env({"WEB_PORT": "7001", "STATE_DIR": "/tmp/s", "LATENESS": "5s"})
+    assert (s.web_port, s.state_dir, s.lateness_ms) == (7001, "/tmp/s", 5000)
+    assert len(caplog.records) == 1
+    line = caplog.records[0].getMessage()
+    assert "WEB_PORT" in line and "ACTIVITY_STATE_DIR" in line and "deprecated" in line
+
+
+def test_an_unknown_prefixed_variable_is_refused_with_the_closest_name():
+    with pytest.raises(ConfigError, match=r"ACTIVITY_LATENES \(did you mean ACTIVITY_LATENESS\?\)"):
+        Settings.from_env({"ACTIVITY_LATENES": "1m"})
+    with pytest.raises(ConfigError, match="unknown settings: ACTIVITY_A, ACTIVITY_ZZZ"):
+        Settings.from_env({"ACTIVITY_ZZZ": "1", "ACTIVITY_A": "2"})
+    # other programs' variables are not ours to judge
+    assert Settings.from_env({"PIPELINE_FAILPOINTS": "x", "WEB_PORTS": "1"}) == Settings()
+
+
+def test_log_format_is_text_or_json():
+    assert Settings.from_env({"ACTIVITY_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ConfigError, match="ACTIVITY_LOG_FORMAT='xml' is not text or json"):
+        Settings.from_env({"ACTIVITY_LOG_FORMAT": "xml"})
+
+
+def test_json_log_lines():
+    from app.logs import JsonFormatter, logging_config
+
+    record = logging.LogRecord("app.x", logging.WARNING, __file__, 1, "p %d", (3,), None)
+    record.created = 1_796_608_800.5
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line == {
+        "time": "2026-12-07T02:00:00.500Z",
+        "level": "WARNING",
+        "logger": "app.x",
+        "message": "p 3",
+    }
+    assert logging_config("text") is None
+    assert logging_config("json")["handlers"]["default"]["formatter"] == "json"

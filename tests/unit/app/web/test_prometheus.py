@@ -91,43 +91,63 @@ def test_every_sample_line_is_valid_and_typed() -> None:
 
 def test_counters_and_gauges() -> None:
     text = render(snapshot())
-    assert "# TYPE events_processed_total counter" in text
-    assert 'events_processed_total{partition="0"} 10' in text
-    assert 'late_events_total{partition="0"} 1' in text
-    assert 'dead_letters_total{reason="invalid_json"} 2' in text
-    assert 'source_watermark_seconds{partition="0"} 1699999880.123' in text
-    assert 'consumer_lag{stage="source",partition="0"} 4' in text
-    assert 'open_sessions{partition="0"} 7' in text
-    assert "sink_write_latency_seconds 0.0125" in text
-    assert "transactions_committed_total 3" in text
-    assert "# TYPE end_to_end_latency_seconds histogram" in text
-    assert 'end_to_end_latency_seconds_bucket{le="0.1"} 5' in text
-    assert 'end_to_end_latency_seconds_bucket{le="+Inf"} 6' in text
-    assert "end_to_end_latency_seconds_count 6" in text
-    assert 'event_loop_lag_seconds_bucket{le="0.01"} 9' in text
-    assert 'pipeline_rows_rejected_total{sink="postgres",reason="22021"} 2' in text
-    assert 'pipeline_stage_up{stage="stateful"} 0' in text
-    assert 'pipeline_stage_loop_errors_total{stage="stateful"} 3' in text
-    assert 'pipeline_partition_stuck{stage="stateful",partition="1"} 1' in text
+    assert "# TYPE pipeline_events_processed_total counter" in text
+    assert 'pipeline_events_processed_total{partition="0"} 10.0' in text
+    assert 'pipeline_late_events_total{partition="0"} 1.0' in text
+    assert 'pipeline_dead_letters_total{reason="invalid_json"} 2.0' in text
+    assert 'pipeline_source_watermark_timestamp_seconds{partition="0"} 1.699999880123e+09' in text
+    assert 'pipeline_consumer_lag_records{partition="0",stage="source"} 4.0' in text
+    assert 'pipeline_open_sessions{partition="0"} 7.0' in text
+    assert 'pipeline_transactions_committed_total{stage="source"} 3.0' in text
+    assert "# TYPE pipeline_end_to_end_latency_seconds histogram" in text
+    assert 'pipeline_end_to_end_latency_seconds_bucket{le="0.1"} 5.0' in text
+    assert 'pipeline_end_to_end_latency_seconds_bucket{le="+Inf"} 6.0' in text
+    assert "pipeline_end_to_end_latency_seconds_count 6.0" in text
+    assert 'pipeline_event_loop_lag_seconds_bucket{le="0.01"} 9.0' in text
+    assert 'pipeline_rows_rejected_total{reason="22021",sink="postgres"} 2.0' in text
+    assert 'pipeline_stage_up{stage="stateful"} 0.0' in text
+    assert 'pipeline_stage_loop_errors_total{stage="stateful"} 3.0' in text
+    assert 'pipeline_partition_stuck{partition="1",stage="stateful"} 1.0' in text
+
+
+def test_one_prefix_prometheus_names_and_process_metrics() -> None:
+    """Every family is the pipeline's (prefixed) or prometheus_client's process_*;
+    counters end in _total, no family twice, no epoch time without _timestamp_seconds."""
+    text = render(snapshot())
+    typed = [line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE ")]
+    names = [name for name, _ in typed]
+    assert len(names) == len(set(names)), "a family twice"
+    for name, kind in typed:
+        assert name.startswith(("pipeline_", "process_")), name
+        if kind == "counter":
+            assert name.endswith("_total"), name
+        assert (
+            not re.search(r"(time|since|watermark)_seconds$", name)
+            or name.endswith("_timestamp_seconds")
+            or name == "process_start_time_seconds"
+        ), name
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
+        assert name in names, name
+    assert "pipeline_sink_up" in names and not any(n.startswith("pipeline_lake_") for n in names)
 
 
 def test_every_sink_has_the_same_series_labelled_by_name() -> None:
     text = render(snapshot())
-    assert 'pipeline_sink_up{sink="kafka"} 1' in text
-    assert 'pipeline_sink_up{sink="lake"} 0' in text
-    assert 'pipeline_sink_rows_written_total{sink="kafka"} 40' in text
-    assert 'pipeline_sink_writes_total{sink="lake"} 1' in text
-    assert 'pipeline_sink_errors_total{sink="lake"} 2' in text
-    assert 'pipeline_sink_pending_rows{sink="kafka"} 5' in text
-    assert 'pipeline_sink_failing_since_seconds{sink="lake"} 1700000000.5' in text
-    assert 'pipeline_sink_failing_since_seconds{sink="kafka"}' not in text  # healthy
+    assert 'pipeline_sink_up{sink="kafka"} 1.0' in text
+    assert 'pipeline_sink_up{sink="lake"} 0.0' in text
+    assert 'pipeline_sink_rows_written_total{sink="kafka"} 40.0' in text
+    assert 'pipeline_sink_writes_total{sink="lake"} 1.0' in text
+    assert 'pipeline_sink_errors_total{sink="lake"} 2.0' in text
+    assert 'pipeline_sink_pending_rows{sink="kafka"} 5.0' in text
+    assert 'pipeline_sink_failing_since_timestamp_seconds{sink="lake"} 1.7000000005e+09' in text
+    assert 'pipeline_sink_failing_since_timestamp_seconds{sink="kafka"}' not in text  # healthy
 
 
 def test_unknown_values_are_left_out_and_labels_escaped() -> None:
     text = render(snapshot())
-    assert 'source_watermark_seconds{partition="1"}' not in text
-    assert 'consumer_lag{stage="source",partition="1"}' not in text
-    assert 'dead_letters_total{reason="we\\"ird\\\\reason\\n"} 1' in text
+    assert 'pipeline_source_watermark_timestamp_seconds{partition="1"}' not in text
+    assert 'pipeline_consumer_lag_records{partition="1",stage="source"}' not in text
+    assert 'pipeline_dead_letters_total{reason="we\\"ird\\\\reason\\n"} 1.0' in text
 
 
 def test_dependencies_say_which_is_away_and_what_was_left_out_of_the_log() -> None:
@@ -139,7 +159,7 @@ def test_dependencies_say_which_is_away_and_what_was_left_out_of_the_log() -> No
     outages.failed("kafka", "KafkaConnectionError")
     assert outages.suppress("kafka") and not outages.suppress("postgres")
     text = render(snapshot(dependencies=outages.snapshot()))
-    assert 'pipeline_dependency_up{dependency="kafka"} 0' in text
-    assert 'pipeline_dependency_up{dependency="postgres"} 1' in text
-    assert 'pipeline_dependency_outages_total{dependency="kafka"} 1' in text
-    assert 'pipeline_dependency_log_lines_left_out_total{dependency="kafka"} 1' in text
+    assert 'pipeline_dependency_up{dependency="kafka"} 0.0' in text
+    assert 'pipeline_dependency_up{dependency="postgres"} 1.0' in text
+    assert 'pipeline_dependency_outages_total{dependency="kafka"} 1.0' in text
+    assert 'pipeline_dependency_log_lines_left_out_total{dependency="kafka"} 1.0' in text

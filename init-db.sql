@@ -1,1 +1,0 @@
-app/sinks/init-db.sql
