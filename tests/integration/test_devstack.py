@@ -119,7 +119,7 @@ async def test_infra_starts_a_stack_reuses_it_and_down_leaves_nothing(own_stack_
         port = address.rsplit("@", 1)[-1].split("/")[0].rsplit(":", 1)[1]
         assert probes.port_free("127.0.0.1", int(port)), f"{address} still held"
     assert not (state / "stack.env").exists()
-    assert "started no Kafka or PostgreSQL" in devstack("status", env).stdout
+    assert "started no Kafka, PostgreSQL or S3 server" in devstack("status", env).stdout
     # the shared stack, which this launcher did not start, still answers
     await shared_stack_answers(infra)
 
