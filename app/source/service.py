@@ -44,6 +44,7 @@ from app.stats import Stats
 from tables.watermark import NO_TIME, SourceClock
 
 log = logging.getLogger(__name__)
+STABLE_READ_S = 0.2
 
 
 class SourceStage(BatchStage):
@@ -167,8 +168,14 @@ class SourceStage(BatchStage):
 
     async def assign(self, partitions: set[int]) -> None:
         async with self._lock:
-            self.unopened |= partitions - set(self.readers)
-            await self.open_unopened()
+            new = sorted(partitions - set(self.readers))
+            if not new:
+                return
+            self.unopened.update(new)  # until open; each tried again alone if this fails
+            try:  # together, as one opening: every producer fenced before any offset read
+                await self._open(new)
+            except Exception:  # each is tried again on its own by the supervisor
+                log.exception("source: opening partitions %s failed; trying again", new)
 
     async def open_partition(self, partition: int) -> None:
         await self._open([partition])
@@ -208,7 +215,7 @@ class SourceStage(BatchStage):
             )
         # only now, with every previous owner fenced, is the committed offset final
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        committed = await self.retry(lambda: committed_offsets(self.admin, self.group_id, tps))
+        committed = await self.committed_offsets(tps)
         beginning = await self.retry(lambda: self.consumer.beginning_offsets(tps))
         lake_positions = await self.lake.positions(partitions)
         for tp in tps:
@@ -226,6 +233,22 @@ class SourceStage(BatchStage):
                 self.lake.repositioned(tp.partition)
             self._position(tp.partition, kafka, lake)
             self.unopened.discard(tp.partition)
+
+    async def committed_offsets(self, tps: list[TopicPartition]) -> dict:
+        """The group's committed offsets, read twice STABLE_READ_S apart, the larger kept.
+        Fencing completes the previous owner's last transaction, but the group
+        coordinator applies its offsets a moment later, and aiokafka's OffsetFetch cannot
+        ask it to wait for them (KIP-447's require_stable): a read in that moment gets
+        the offset before that transaction, and the outputs it made visible would be
+        sent again (25 records twice in one CI run after a 5-minute broker outage)."""
+        first = await self.retry(lambda: committed_offsets(self.admin, self.group_id, tps))
+        await asyncio.sleep(STABLE_READ_S)
+        second = await self.retry(lambda: committed_offsets(self.admin, self.group_id, tps))
+        return {
+            tp: max((m for m in (first[tp], second[tp]) if m is not None), default=None,
+                    key=lambda m: m.offset)
+            for tp in tps
+        }  # fmt: skip
 
     def kafka_failed(self, exc: BaseException) -> None:
         self.outputs.health.failed(f"{type(exc).__name__}: {exc}")

@@ -273,16 +273,16 @@ async def test_a_partition_that_cannot_be_opened_holds_no_other_back_and_is_repo
     kafka = FakeKafka()
     kafka.create_topic(INPUT, 2)
     stage = await started(kafka, tmp_path)
-    opened = stage.open_partition
+    opened = stage._open
 
-    async def open_partition(partition):
-        if partition == 1:
+    async def open_(partitions, *args, **kwargs):
+        if 1 in partitions:
             raise OSError("the lake cannot be read")
-        await opened(partition)
+        await opened(partitions, *args, **kwargs)
 
-    monkeypatch.setattr(stage, "open_partition", open_partition)
+    monkeypatch.setattr(stage, "_open", open_)
     await kafka.assign(stage.consumer, {0, 1})
-    assert stage.unopened == {1} and set(stage.readers) == {0}
+    assert stage.unopened == {0, 1} and not stage.readers  # opened together: both wait
     send(kafka, 40)
     stage.progress.stuck_after_s = 0.0
     loop = asyncio.create_task(stage.run_loop())
