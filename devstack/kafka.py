@@ -151,15 +151,14 @@ class KafkaBroker:
         if data.exists():
             say(f"kafka: ports changed ({' '.join(previous)} -> {layout}); new empty log dir")
             subprocess.run(["rm", "-rf", str(data)], check=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         fmt = subprocess.run(
             [
                 *jvm,
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                cluster_id,
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(props),
             ],
@@ -200,3 +199,13 @@ class KafkaBroker:
         stop_pid(pid, grace_s=30.0)
         self.pidfile.unlink(missing_ok=True)
         return True
+
+
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka makes them: 22 URL-safe base64 characters, never
+    starting with "-" (one in 64 would, and the storage tool took it for an option:
+    a fresh stack failed to start in one CI run)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
