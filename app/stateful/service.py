@@ -181,12 +181,12 @@ class StatefulStage(BatchStage):
         return [part.checkpoint for part in parts]
 
     def closers(self) -> list:
-        return [
-            close
-            for client, close in ((self.reader, "stop"), (self.admin, "close"))
-            if client is not None
-            for close in [getattr(client, close)]
-        ]
+        closers = []
+        if self.reader is not None:  # a consumer: it stops
+            closers.append(self.reader.stop)
+        if self.admin is not None:
+            closers.append(self.admin.close)
+        return closers
 
     # -- partitions ----------------------------------------------------------
 

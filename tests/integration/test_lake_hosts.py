@@ -37,7 +37,8 @@ from tests.integration.checks import (
     source_offsets,
 )
 from tests.integration.conftest import create_topic, wait_for
-from tests.integration.test_faults import api, assert_no_secret, web_up
+from tests.integration.test_faults import assert_no_secret, web_up
+from tests.integration.web_support import api
 
 PARTITIONS = 4
 PRODUCE_S = 25
