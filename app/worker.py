@@ -106,7 +106,7 @@ def build(settings: Settings, lake=None) -> Worker:
         lake = LakeTable(settings.lake, settings.app_id, retention_ms=settings.lake_retention_ms)
     services = {"outages": outages, "loop": app.loop, "beacon": app.beacon}
     source = SourceStage(settings, stats, lake, clients, **services)
-    stateful = StatefulStage(settings, postgres, clients, **services)
+    stateful = StatefulStage(settings, [postgres], clients, **services)
     worker = Worker(settings, app, stats, source, stateful, postgres, outages)
     _register_dependencies(worker, clients)
 
@@ -127,7 +127,7 @@ def _register_dependencies(worker: Worker, clients: KafkaClients) -> None:
 
     def kafka_held() -> str:
         uncommitted = source.outputs.pending_rows() if source.outputs else 0
-        parts = [p for p in stateful.parts.values() if p.input_next > p.committed_input]
+        parts = [p for p in stateful.tasks.values() if p.input_next > p.committed_input]
         return (
             f"{uncommitted:,} output records not committed and {len(parts)} user-keyed "
             "partitions with state not committed; reading waits for the commits"

@@ -220,6 +220,12 @@ class PartitionCheckpoint:
             self.closed = True
             await _close(self.producer)
 
+    async def close_shielded(self) -> None:
+        """Close even while the caller is being cancelled (an opening cut short by a
+        revocation): a second cancellation leaves it closing on its own."""
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(self.close())
+
 
 def _retrieve(future: asyncio.Future) -> None:
     if not future.cancelled():

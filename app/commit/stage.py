@@ -1,10 +1,9 @@
-"""What the loops of both stages share around their checkpoints: a consumer group whose
-rebalances wait for the loop (one lock), a fetch that waits no longer than until the
-next commit is due, fenced partitions opened again while the group still assigns
-them here, and the loop's supervisor: an exception that escapes a turn is logged with
-its traceback and every partition is opened again from what is committed, with
-backoff; a partition that cannot be opened is tried again the same way; a partition
-with records waiting and no progress is reported (app/progress.py)."""
+"""The executor both stages run around their tasks and checkpoints: a consumer group
+whose rebalances wait for the loop (one lock), a fetch that waits no longer than until
+the next commit is due, each fetched batch handed to its partition's task, the tasks'
+commits when due, a partition reopened after a failed commit, and fenced partitions
+opened again while the group still assigns them here. The loop is supervised
+(app/commit/supervisor.py)."""
 
 from __future__ import annotations
 
@@ -17,12 +16,12 @@ from typing import TypeVar
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from mode import Service
 
 from app.aiokafka_internals import fetch_position
+from app.commit.supervisor import SupervisedLoop
+from app.commit.task import PartitionTask
 from app.errors import CommitFailed, Fenced
 from app.outages import Outages
-from app.progress import ProgressWatch
 from app.throttle import Backoff
 
 Result = TypeVar("Result")
@@ -32,6 +31,8 @@ MAX_RECORDS = 20_000
 # A partition fenced while the group still assigns it here (an older member woke up
 # and opened it) is opened again after this long: by then that member knows it lost it.
 REOPEN_FENCED_S = 10.0
+# A revocation's last commit: longer than this, and the next owner reads it again.
+REVOKE_COMMIT_S = 10.0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -49,7 +50,11 @@ class _Rebalance(ConsumerRebalanceListener):
             self.stage.rebalancing = False
 
 
-class BatchStage(Service):
+class BatchStage(SupervisedLoop):
+    """The executor both stages run: one task per input partition (app/commit/task.py),
+    fetched batches handed to them, their checkpoints committed when due, a partition
+    reopened after a failed or fenced commit, the group's rebalances in between."""
+
     name = "stage"  # in log lines
     topic = ""  # the input topic
 
@@ -60,114 +65,20 @@ class BatchStage(Service):
         stuck_after_ms: int = 120_000,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(stuck_after_ms, **kwargs)
         self.outages = outages or Outages()  # says when Kafka is away, and back
         self.interval_s = commit_interval_ms / 1000
         self.consumer = None
-        self._lock = asyncio.Lock()  # the loop's turns and the rebalances, one at a time
+        self.tasks: dict[int, PartitionTask] = {}  # one per input partition open here
         self._generation = 0  # bumped by every assignment change and re-positioning
         self._last_commit = time.monotonic()
         self.rebalancing = False  # between a revocation and the assignment after it
-        self.stopping = False  # the loop ends after its current turn
-        self.stop_by = time.monotonic() + 3600.0  # set by stop_within
         self.fenced: dict[int, float] = {}  # partition -> when its commit met a fence
-        self.progress = ProgressWatch(self.name, stuck_after_ms / 1000)
-        self.unopened: set[int] = set()  # assigned here, not open yet (opening failed)
-        # partition -> (not open since, next attempt at): monotonic times
-        self._opening: dict[int, tuple[float, float]] = {}
-        self._open_failures: dict[int, int] = {}
-        self.loop_task: asyncio.Task | None = None
-        self.loop_errors = 0  # unexpected exceptions the supervisor caught
-        self.last_loop_error: str | None = None
-        self.last_turn = time.monotonic()  # when the loop last finished a turn
         self.commits = 0
         self.aborts = 0  # commits that failed (the partition was opened again)
         self.refused_by_fence = 0  # commits refused: another worker owns the partition
 
-    # -- the supervised loop ---------------------------------------------------
-
-    async def run_loop(self) -> None:
-        """Turn the loop until the stage stops. An unexpected exception is a bug or a
-        failure nobody classified: it is logged with its traceback, the turn it broke is
-        given up at once (under the lock, so neither a rebalance nor a stop commits
-        what it left half done: `abandon_all`), and after a backoff every partition is
-        opened again from what is committed, as after a failed commit."""
-        self.loop_task = asyncio.current_task()
-        backoff = Backoff(1.0, 30.0)
-        while not self.stopping:
-            try:
-                if self.unopened:
-                    async with self._lock:
-                        await self.open_unopened()
-                await self.poll()
-                self.last_turn = time.monotonic()
-                backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.loop_errors += 1
-                self.last_loop_error = f"{type(exc).__name__}: {exc}"[:500]
-                delay = backoff.next()
-                log.exception(
-                    "%s: unexpected error in the loop (%d so far); every partition is "
-                    "opened again from what is committed in %.1fs",
-                    self.name,
-                    self.loop_errors,
-                    delay,
-                )
-                async with self._lock:
-                    abandoned = await self.abandon_all()
-                for partition in abandoned:
-                    self._opening[partition] = (time.monotonic(), time.monotonic() + delay)
-                await asyncio.sleep(delay)
-
-    @property
-    def alive(self) -> bool:
-        """The loop runs (or has not started yet)."""
-        return self.loop_task is None or not self.loop_task.done()
-
-    async def open_unopened(self) -> None:
-        """Open the partitions assigned here that are not open yet, each when its own
-        backoff allows: one that fails is logged, counted and tried again later,
-        without holding the others back."""
-        now = time.monotonic()
-        for partition in list(self._opening):
-            if partition not in self.unopened:
-                del self._opening[partition]
-        for partition in sorted(self.unopened):
-            since, retry_at = self._opening.get(partition, (now, now))
-            if now < retry_at:
-                continue
-            try:
-                await self.open_partition(partition)
-            except Exception as exc:
-                self.loop_errors += 1
-                self.last_loop_error = f"{type(exc).__name__}: {exc}"[:500]
-                failures = self._open_failures.get(partition, 0) + 1
-                self._open_failures[partition] = failures
-                delay = min(30.0, 2.0 ** (failures - 1))
-                self._opening[partition] = (since, time.monotonic() + delay)
-                log.exception(
-                    "%s: opening partition %d failed (%d times); trying again in %.0fs",
-                    self.name,
-                    partition,
-                    failures,
-                    delay,
-                )
-                continue
-            self.unopened.discard(partition)
-            self._opening.pop(partition, None)
-            self._open_failures.pop(partition, None)
-
-    def not_opened(self) -> list[tuple[int, float]]:
-        """(partition, seconds) of partitions assigned here that have not opened for
-        longer than the stuck time: reported as stuck, as one that makes no progress."""
-        now = time.monotonic()
-        return [
-            (p, round(now - since, 1))
-            for p, (since, _) in sorted(self._opening.items())
-            if p in self.unopened and now - since >= self.progress.stuck_after_s
-        ]
+    # -- around a commit -------------------------------------------------------
 
     def watch(self, partition: int, progress: int, committed: int, read_next: int) -> None:
         """Tell the progress watch where `partition` stands: `progress` moves when it
@@ -209,92 +120,6 @@ class BatchStage(Service):
         """A commit did not go through: Kafka was away, or the stage's own answer."""
         self.kafka_failed(exc)
 
-    async def give_up(self, partition: int) -> None:
-        """A fenced partition's local resources, released (nothing by default)."""
-
-    async def on_stop(self) -> None:
-        """SIGTERM: commit what was read, leave the group, release the partitions and
-        clients, all within `stop_by`; the partitions' next owner reads again what was
-        not committed (and the log says how much)."""
-        await self.stop_loop(self.loop_task, grace_s=self.left_s(0.25))
-        if not self.outages.down("kafka"):
-            await self.bounded(self.commit_all(), 0.3, "the last commit")
-        left = self.uncommitted()
-        if left:
-            log.warning(
-                "%s: stopped with input read and not committed (partition: records) %s; "
-                "the partitions' next owner reads it again",
-                self.name,
-                left,
-            )
-        await self.release_sinks()
-        if self.consumer is not None:
-            await self.bounded(self.consumer.stop(), 0.5, "leaving the consumer group")
-        await self.bounded(
-            asyncio.gather(*(c.close() for c in self.release_partitions())), 0.8, "producers"
-        )
-        for close in self.closers():
-            await self.bounded(close(), 0.5)
-
-    async def commit_all(self) -> None:
-        raise NotImplementedError
-
-    def uncommitted(self) -> dict[int, int]:
-        """Records read and not committed, per partition."""
-        raise NotImplementedError
-
-    async def release_sinks(self) -> None:
-        """At a stop, after the last commit: sinks of the stage's own flushed."""
-
-    def release_partitions(self) -> list:
-        """At a stop: every partition's local resources released; their checkpoints."""
-        raise NotImplementedError
-
-    def closers(self) -> list:
-        """At a stop: what closes the stage's other clients (admin, readers), last."""
-        return []
-
-    async def open_partition(self, partition: int) -> None:
-        raise NotImplementedError
-
-    async def abandon_all(self) -> list[int]:
-        """Give up every open partition as it stands, uncommitted work dropped (its
-        records are read again), and put it in `unopened`; returns them."""
-        raise NotImplementedError
-
-    async def stop_within(self, budget_s: float) -> None:
-        """Stop within `budget_s` whatever is away (SHUTDOWN_TIMEOUT); what cannot be
-        committed in that time is left to the next owner, and the log says what."""
-        self.stop_by = time.monotonic() + budget_s
-        await self.stop()
-
-    def left_s(self, share: float = 1.0) -> float:
-        """A share of the time left until `stop_by` (at least 0.1 s)."""
-        return max(0.1, (self.stop_by - time.monotonic()) * share)
-
-    async def bounded(self, awaitable, share: float = 1.0, what: str = "") -> bool:
-        """Await within a share of the time left; False (and said) when it ran out or
-        failed: the stop goes on regardless."""
-        try:
-            await asyncio.wait_for(awaitable, self.left_s(share))
-            return True
-        except Exception as exc:
-            if what:
-                log.warning("%s: %s did not finish while stopping (%s)", self.name, what,
-                            type(exc).__name__)  # fmt: skip
-            return False
-
-    async def stop_loop(self, task: asyncio.Task | None, grace_s: float = 3.0) -> None:
-        """Let the loop finish its turn (a commit under way completes), then stop it; past
-        `grace_s` it is cancelled wherever it waits (a fetch, a commit, a reopening)."""
-        self.stopping = True
-        if task is None or task.done():
-            return
-        done, _ = await asyncio.wait([task], timeout=grace_s)
-        if not done:
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
     def kafka_failed(self, exc: BaseException) -> None:
         """A Kafka request failed and is tried again (app/outages.py says so)."""
         self.outages.failed("kafka", f"{self.name}: {type(exc).__name__}: {exc}"[:300])
@@ -311,16 +136,6 @@ class BatchStage(Service):
 
     def listener(self) -> ConsumerRebalanceListener:
         return _Rebalance(self)
-
-    async def assign(self, partitions: set[int]) -> None:
-        raise NotImplementedError
-
-    async def revoke(self, partitions: set[int]) -> None:
-        raise NotImplementedError
-
-    async def reopen(self, partition: int) -> None:
-        """Open a partition again: fence, read where it stands, position it."""
-        raise NotImplementedError
 
     async def fetch(self) -> tuple[int, dict]:
         """(generation before the fetch, fetched batches); waits at most until the next
@@ -356,3 +171,185 @@ class BatchStage(Service):
                     partition,
                 )
                 await self.reopen(partition)
+
+    # -- the executor: the same turn, commit and rebalance for every stage's tasks -----
+
+    def now(self) -> float:
+        """The time a turn hands its tasks."""
+        return time.time()
+
+    async def poll(self, commit: bool | None = None) -> None:
+        """One turn of the loop: fetch, hand the batches to the tasks, commit when due."""
+        await self.before_fetch()
+        generation, batches = await self.fetch()
+        async with self._lock:
+            if generation != self._generation:
+                self._read_again(batches)
+                return
+            now = self.now()
+            for tp, records in batches.items():
+                task = self.tasks.get(tp.partition)
+                if task is not None and tp.partition not in self.fenced:
+                    task.apply(records, now)
+            for partition, task in self.tasks.items():
+                if partition not in self.fenced:
+                    task.tick(now)
+            if self.commit_due(commit):
+                await self.commit_all()
+            await self.reopen_fenced()
+            self.after_commit_turn()
+            for partition, task in self.tasks.items():
+                self.watch(partition, task.progress, task.committed_next, task.read_next)
+        self.after_turn()
+
+    def _read_again(self, batches) -> None:
+        """A batch fetched across a rebalance or a re-positioning may start where a task
+        no longer reads: drop it and read each partition again from its task."""
+        for tp in batches:
+            task = self.tasks.get(tp.partition)
+            if task is not None:
+                self.consumer.seek(tp, task.read_next)
+
+    async def commit_all(self, only: set[int] | None = None) -> None:
+        """Commit every task that has something to commit. A commit starts with its
+        largest piece of work done at once (its records to the checkpoint): the tasks
+        start one at a time, with the loop's turn between them, so a commit of the other
+        stage that is due waits for one partition's, not all of them (seen as 50-100 ms
+        of event loop lag at 10k ev/s)."""
+        self._last_commit = time.monotonic()
+        tasks = [
+            task
+            for partition, task in self.tasks.items()
+            if partition not in self.fenced and (only is None or partition in only)
+        ]
+        commits: list[asyncio.Task] = []
+        try:
+            for task in tasks:
+                commits.append(asyncio.create_task(self._commit(task)))
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            for commit in commits:
+                commit.cancel()
+            raise
+        await asyncio.gather(*commits)
+
+    async def _commit(self, task: PartitionTask) -> None:
+        if task.checkpoint.closed:  # its last commit was cut short: the next owner reads it
+            return
+        prepared = task.prepare_commit()
+        if prepared is None:
+            return
+        result = await self.commit_partition(
+            task.partition, task.checkpoint, prepared.next_offset, prepared.metadata
+        )
+        if result is not None:
+            task.committed(result, prepared)
+
+    def uncommitted(self) -> dict[int, int]:
+        """Records read and not committed, per partition."""
+        return {
+            p: task.read_next - task.committed_next
+            for p, task in self.tasks.items()
+            if task.read_next > task.committed_next
+        }
+
+    async def assign(self, partitions: set[int]) -> None:
+        async with self._lock:
+            self.assigned(partitions)
+            new = sorted(partitions - set(self.tasks))
+            if not new:
+                return
+            self.unopened.update(new)  # until open; each tried again alone if this fails
+            try:
+                await self.open_tasks(new, {})
+            except Exception:  # each is tried again on its own by the supervisor
+                log.exception("%s: opening partitions %s failed; trying again", self.name, new)
+
+    async def open_partition(self, partition: int) -> None:
+        await self.open_tasks([partition], {})
+
+    async def reopen(self, partition: int) -> None:
+        """After a failed or fenced commit: open the partition again from what Kafka
+        holds; the task it replaces hands over what it may keep (a store, a buffer)."""
+        previous = self.tasks.pop(partition, None)
+        if previous is not None:
+            await previous.checkpoint.close()
+        await self.open_tasks([partition], {} if previous is None else {partition: previous})
+
+    def opened(self, task: PartitionTask) -> None:
+        """`task` is open: it takes its partition's input from `read_next` on."""
+        self.tasks[task.partition] = task
+        self.fenced.pop(task.partition, None)
+        self.unopened.discard(task.partition)
+        self._generation += 1
+        tp = TopicPartition(self.topic, task.partition)
+        self.consumer.seek(tp, task.read_next)
+        self.consumer.resume(tp)
+
+    async def revoke(self, partitions: set[int]) -> None:
+        async with self._lock:
+            self._generation += 1
+            try:
+                await asyncio.wait_for(self.commit_all(only=partitions), REVOKE_COMMIT_S)
+            except Exception as exc:  # the next owner reads it again
+                log.warning("%s: commit before giving up %s failed: %s", self.name,
+                            partitions, exc)  # fmt: skip
+            await self.revoked(partitions)
+            self.unopened -= partitions
+            self.progress.forget(partitions)
+            for partition in partitions:
+                await self.close_task(partition)
+                self.fenced.pop(partition, None)
+
+    async def abandon_all(self) -> list[int]:
+        """After an unexpected error: every open partition given up as it stands, what it
+        did not commit dropped (read again when it opens again), and put in `unopened`."""
+        partitions = sorted(p for p in self.tasks if p not in self.fenced)
+        self.abandoned(set(partitions))
+        for partition in partitions:
+            await self.close_task(partition)
+        self.progress.forget(partitions)
+        self.unopened.update(partitions)
+        return partitions
+
+    async def close_task(self, partition: int) -> None:
+        task = self.tasks.pop(partition, None)
+        if task is not None:
+            task.release()
+            await task.checkpoint.close()
+
+    async def give_up(self, partition: int) -> None:
+        """A fenced partition's local resources, released (nothing by default: the
+        task stays, paused, and hands what it keeps to the reopening)."""
+
+    def release_partitions(self) -> list:
+        """At a stop: every task's local resources released; their checkpoints."""
+        tasks, self.tasks = list(self.tasks.values()), {}
+        for task in tasks:
+            task.release()
+        return [task.checkpoint for task in tasks]
+
+    # -- what each stage adds --------------------------------------------------
+
+    async def open_tasks(self, partitions: list[int], previous: dict[int, PartitionTask]):
+        """Fence each partition's previous owner, restore what it needs, position it
+        (`opened`). `previous`: the task a reopened partition had, for what it keeps."""
+        raise NotImplementedError
+
+    async def before_fetch(self) -> None:
+        """Before a turn's fetch (the source waits for room in the lake buffer)."""
+
+    def after_commit_turn(self) -> None:
+        """Under the turn's lock, after its commits."""
+
+    def after_turn(self) -> None:
+        """After the turn, outside its lock."""
+
+    def assigned(self, partitions: set[int]) -> None:
+        """The group assigned `partitions` here (before they open)."""
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """`partitions` leave this worker: their last commit is done, tasks still open."""
+
+    def abandoned(self, partitions: set[int]) -> None:
+        """`partitions` are given up after an unexpected error, tasks still open."""

@@ -17,8 +17,11 @@ Every sink
 - says how it is doing in one shape, `SinkHealth`, which `/api/stats`, `/api/health`
   and `/metrics` read alike.
 
-The first three differ in their arguments (a transaction, a lake buffer, a merge
-batch) and are the stages' business; `Sink` below is the part everyone shares.
+`Sink` is what every sink offers. The source stage reads each partition from the
+lowest `positions` of its sinks (the Kafka outputs, the lake); the stateful stage hands
+its window and session rows to every `RowSink` and releases a row from its outbox once
+each of them confirms it (`RowSinks`): a new row sink is a class and a line in
+`app.worker.build`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Protocol
+
+from tables.aggregator import Changes
 
 
 @dataclass
@@ -82,3 +87,39 @@ class Sink(Protocol):
     def pending_rows(self) -> int:
         """Rows handed to the sink and not durable in it yet."""
         ...
+
+
+class RowSink(Sink, Protocol):
+    """A sink of the stateful stage's rows: it takes each commit's rows under that
+    commit's batch number and confirms, per partition, the highest batch it holds
+    durably (its position); rows of a partition that moved away are given up."""
+
+    def add(self, partition: int, changes: Changes, batch: int) -> None: ...
+
+    def confirmed(self, partition: int) -> int:
+        """The highest batch number of `partition` this sink holds durably (0: none)."""
+        ...
+
+    def assign(self, partitions: set[int], generation: int) -> None: ...
+
+    def revoke(self, partitions: set[int]) -> None: ...
+
+
+class RowSinks(list):
+    """The stateful stage's row sinks, as one: rows go to each, and a batch is
+    confirmed once every one of them confirms it."""
+
+    def add(self, partition: int, changes: Changes, batch: int) -> None:
+        for sink in self:
+            sink.add(partition, changes, batch)
+
+    def confirmed(self, partition: int) -> int:
+        return min((sink.confirmed(partition) for sink in self), default=0)
+
+    def assign(self, partitions: set[int], generation: int) -> None:
+        for sink in self:
+            sink.assign(partitions, generation)
+
+    def revoke(self, partitions: set[int]) -> None:
+        for sink in self:
+            sink.revoke(partitions)

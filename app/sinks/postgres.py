@@ -80,7 +80,7 @@ class PostgresSink:
         self.ssl_rootcert = ssl_rootcert
         self.pending = PendingRows()
         # partition -> newest stateful batch whose rows are all in PostgreSQL
-        self.confirmed: dict[int, int] = {}
+        self.confirmed_batches: dict[int, int] = {}  # partition -> highest batch durable
         # partition -> consumer-group generation under which this worker owns it
         self.generations: dict[int, int] = {}
         self.refused_partitions = 0  # partitions' rows refused: another worker owns them
@@ -99,6 +99,9 @@ class PostgresSink:
     def pending_rows(self) -> int:
         return len(self.pending)
 
+    def confirmed(self, part: int) -> int:
+        return self.confirmed_batches.get(part, 0)
+
     def assign(self, parts: set[int], generation: int) -> None:
         for part in parts:
             self.generations[part] = generation
@@ -106,7 +109,7 @@ class PostgresSink:
     def revoke(self, parts: set[int]) -> None:
         self.pending.drop_partitions(parts)
         for part in parts:
-            self.confirmed.pop(part, None)
+            self.confirmed_batches.pop(part, None)
             self.generations.pop(part, None)
 
     async def start(self) -> None:
@@ -214,7 +217,7 @@ class PostgresSink:
             raise
         self._succeeded(len(batch), time.monotonic() - started)
         for part, number in batch.batches.items():
-            self.confirmed[part] = max(number, self.confirmed.get(part, 0))
+            self.confirmed_batches[part] = max(number, self.confirmed_batches.get(part, 0))
 
     async def _lock(self, conn) -> None:
         """Take the writers' lock for this transaction.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from app.commit.checkpoint import MAX_RECORD_BYTES, PartitionCheckpoint
 from app.limits import RecordLimits, headers_bytes
@@ -28,21 +29,28 @@ class OutputWriter:
         settings: Settings,
         stats: Stats,
         dlq_partitions: int,
-        checkpoints: dict[int, PartitionCheckpoint],
+        tasks: dict,
+        positions: Callable[[list[int]], Awaitable[dict[int, tuple[int, int]]]],
         limits: RecordLimits | None = None,
     ) -> None:
         self.settings = settings
         self.limits = limits or RecordLimits.kafka_defaults()
         self.stats = stats
         self.dlq_partitions = dlq_partitions
-        self.checkpoints = checkpoints  # the source stage's, one per source partition
+        self.tasks = tasks  # the source stage's, one per source partition
+        self._positions = positions
         self.health = SinkHealth(settings.kafka_bootstrap_servers)
         self._dlq_log = LogThrottle(60)
         self._late_log = LogThrottle(60)
 
     def pending_rows(self) -> int:
         """Records added and not committed yet."""
-        return sum(c.records for c in self.checkpoints.values())
+        return sum(task.checkpoint.records for task in self.tasks.values())
+
+    async def positions(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """(offset, stream time) each partition's committed outputs reach: the offset
+        committed with them and the source clock stored beside it."""
+        return await self._positions(partitions)
 
     def write(self, partition: int, out: BatchOutput, checkpoint: PartitionCheckpoint) -> None:
         settings = self.settings

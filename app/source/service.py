@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
@@ -35,8 +34,9 @@ from app.kafka_clients import (
 from app.limits import RecordLimits
 from app.settings import Settings
 from app.source.lake_flusher import LakeFlusher
-from app.source.marks import Marks, clock_metadata, stream_time_of
+from app.source.marks import Marks, stream_time_of
 from app.source.outputs import OutputWriter
+from app.source.partition import SourcePartition, SourceWiring
 from app.source.partitioner import KeyPartitioner
 from app.source.reader import BatchReader, PartitionReader
 from app.source.verification import VerificationRetries
@@ -59,15 +59,13 @@ class SourceStage(BatchStage):
         self.clients = clients or KafkaClients(settings)
         self.topic = settings.input_topic
         self.group_id = f"{settings.app_id}-source"
-        self.readers: dict[int, PartitionReader] = {}
-        self.checkpoints: dict[int, PartitionCheckpoint] = {}
-        # partition -> (next offset, stream time) as of its last commit
-        self.committed: dict[int, tuple[int, int]] = {}
         self.lake = LakeFlusher(lake, settings, stats, self.outages)
         self.admin = None
         self.marks: Marks | None = None
         self.batch_reader: BatchReader | None = None
         self.outputs: OutputWriter | None = None
+        self.sinks: list = []  # where each partition's records go; read from the lowest
+        self.wiring: SourceWiring | None = None
         self.limits = RecordLimits.kafka_defaults()
         self.verification_retries = VerificationRetries().install()
 
@@ -101,11 +99,16 @@ class SourceStage(BatchStage):
             settings,
             self.stats,
             await partition_count(self.admin, settings.dlq_topic),
-            self.checkpoints,
+            self.tasks,
+            self.kafka_positions,
             self.limits,
         )
+        self.sinks = [self.outputs, self.lake]
+        self.wiring = SourceWiring(
+            settings, self.stats, self.batch_reader, self.outputs, self.marks
+        )
         self.consumer.subscribe([self.topic], listener=self.listener())
-        self.loop_task = asyncio.ensure_future(self.run_loop())
+        self.start_loop()
 
     async def read_limits(self) -> None:
         """The largest records the output topics take, from the broker (docs/contract.md,
@@ -148,91 +151,60 @@ class SourceStage(BatchStage):
             self.limits,
         )
 
-    def uncommitted(self) -> dict[int, int]:
-        return {
-            p: reader.next_offset - self.committed[p][0]
-            for p, reader in self.readers.items()
-            if p in self.committed and reader.next_offset > self.committed[p][0]
-        }
-
     async def release_sinks(self) -> None:
-        await self.lake.stop(self.readers, self.left_s(0.5))
-
-    def release_partitions(self) -> list:
-        return list(self.checkpoints.values())
+        await self.lake.stop(self.readers(), self.left_s(0.5))
 
     def closers(self) -> list:
         return [] if self.admin is None else [self.admin.close]
 
+    def readers(self) -> dict[int, PartitionReader]:
+        return {partition: task.reader for partition, task in self.tasks.items()}
+
     # -- partitions ----------------------------------------------------------
 
-    async def assign(self, partitions: set[int]) -> None:
-        async with self._lock:
-            new = sorted(partitions - set(self.readers))
-            if not new:
-                return
-            self.unopened.update(new)  # until open; each tried again alone if this fails
-            try:  # together, as one opening: every producer fenced before any offset read
-                await self._open(new)
-            except Exception:  # each is tried again on its own by the supervisor
-                log.exception("source: opening partitions %s failed; trying again", new)
-
-    async def open_partition(self, partition: int) -> None:
-        await self._open([partition])
-
-    async def abandon_all(self) -> list[int]:
-        """After an unexpected error: every partition given up as it stands, outputs not
-        committed dropped with their checkpoint, the lake's buffered rows dropped (read
-        again from the table's position when the partition opens again)."""
-        partitions = sorted(p for p in self.readers if p not in self.fenced)
-        self.lake.rows.drop(set(partitions))
-        for partition in partitions:
-            self.readers.pop(partition, None)
-            self.committed.pop(partition, None)
-            checkpoint = self.checkpoints.pop(partition, None)
-            if checkpoint is not None:
-                await checkpoint.close()
-        self.progress.forget(partitions)
-        self.unopened.update(partitions)
-        return partitions
-
-    async def _open(self, partitions: list[int], lake_from: dict[int, int] | None = None) -> None:
-        """Fence each partition's previous owner, then read where it stands and position
-        it there. `lake_from`: where the lake buffer already stands (a reopened
-        partition keeps what it buffered), instead of the lake table's position."""
+    async def open_tasks(self, partitions: list[int], previous: dict) -> None:
+        """Fence each partition's previous owner, then read where each sink stands and
+        read the partition from the lowest of them. `previous`: a reopened partition's
+        task, whose lake buffer stands where it read to (it keeps what it buffered)."""
         self.unopened.update(partitions)  # until they are open: the supervisor tries again
+        checkpoints: dict[int, PartitionCheckpoint] = {}
+        try:  # together, as one opening: every producer fenced before any position read
+            for partition in partitions:
+                checkpoints[partition] = await PartitionCheckpoint.open(
+                    self.clients.producer,
+                    f"{self.settings.app_id}-{self.topic}-{partition}",
+                    TopicPartition(self.topic, partition),
+                    self.group_id,
+                    on_error=self.kafka_failed,
+                )
+            # only now, with every previous owner fenced, are the positions final
+            positions = {sink.name: await sink.positions(partitions) for sink in self.sinks}
+        except BaseException:
+            for checkpoint in checkpoints.values():
+                await checkpoint.close_shielded()
+            raise
         for partition in partitions:
-            self.fenced.pop(partition, None)
-            previous = self.checkpoints.pop(partition, None)
-            if previous is not None:
-                await previous.close()
-            self.checkpoints[partition] = await PartitionCheckpoint.open(
-                self.clients.producer,
-                f"{self.settings.app_id}-{self.topic}-{partition}",
-                TopicPartition(self.topic, partition),
-                self.group_id,
-                on_error=self.kafka_failed,
-            )
-        # only now, with every previous owner fenced, is the committed offset final
+            stands = {name: found[partition] for name, found in positions.items()}
+            task = previous.get(partition)
+            buffered = None if task is None else task.reader.lake_from
+            if buffered is not None and buffered >= stands["kafka"][0]:
+                stands["lake"] = (buffered, NO_TIME)  # never the lower one: read from Kafka's
+            else:
+                self.lake.repositioned(partition)
+            self._position(partition, checkpoints[partition], stands, stands["kafka"])
+
+    async def kafka_positions(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """Where the Kafka outputs stand: each partition's committed offset with the
+        clock stored beside it, or the topic's beginning."""
         tps = [TopicPartition(self.topic, p) for p in partitions]
         committed = await self.committed_offsets(tps)
         beginning = await self.retry(lambda: self.consumer.beginning_offsets(tps))
-        lake_positions = await self.lake.positions(partitions)
-        for tp in tps:
-            mark = committed[tp]
-            if mark is not None:
-                kafka = (mark.offset, stream_time_of(mark.metadata))
-            else:
-                kafka = (beginning[tp], NO_TIME)
-            self.committed[tp.partition] = kafka
-            lake = lake_positions[tp.partition]
-            buffered = (lake_from or {}).get(tp.partition)
-            if buffered is not None and buffered >= kafka[0]:
-                lake = (buffered, NO_TIME)  # never the lower one: read from Kafka's
-            else:
-                self.lake.repositioned(tp.partition)
-            self._position(tp.partition, kafka, lake)
-            self.unopened.discard(tp.partition)
+        return {
+            tp.partition: (beginning[tp], NO_TIME)
+            if committed[tp] is None
+            else (committed[tp].offset, stream_time_of(committed[tp].metadata))
+            for tp in tps
+        }
 
     async def committed_offsets(self, tps: list[TopicPartition]) -> dict:
         """The group's committed offsets, read twice STABLE_READ_S apart, the larger kept.
@@ -254,147 +226,58 @@ class SourceStage(BatchStage):
         self.outputs.health.failed(f"{type(exc).__name__}: {exc}")
         super().kafka_failed(exc)
 
-    def _position(self, partition: int, kafka: tuple[int, int], lake: tuple[int, int]) -> None:
-        """Read `partition` from the lower of the two sinks' positions, with its clock."""
-        start, stream_time = min(kafka, lake, key=lambda position: position[0])
+    def _position(
+        self,
+        partition: int,
+        checkpoint: PartitionCheckpoint,
+        stands: dict[str, tuple[int, int]],
+        committed_at: tuple[int, int],
+    ) -> None:
+        """Read `partition` from the lowest of its sinks' positions, with that clock."""
+        start, stream_time = min(stands.values(), key=lambda position: position[0])
         clock = SourceClock(self.settings.lateness_ms, stream_time)
-        self.readers[partition] = PartitionReader(partition, clock, start, kafka[0], lake[0])
+        kafka, lake = stands["kafka"][0], stands["lake"][0]
+        reader = PartitionReader(partition, clock, start, kafka, lake)
         self.marks.forget(partition)
-        self._generation += 1
-        tp = TopicPartition(self.topic, partition)
-        self.consumer.seek(tp, start)
-        self.consumer.resume(tp)
+        self.opened(SourcePartition(partition, reader, checkpoint, committed_at, self.wiring))
         failpoints.reach("recovering")
         log.info(
             "source: partition %d from offset %d (Kafka outputs from %d, lake from %d)",
             partition,
             start,
-            kafka[0],
-            lake[0],
+            kafka,
+            lake,
         )
 
-    async def revoke(self, partitions: set[int]) -> None:
-        async with self._lock:
-            self._generation += 1
-            try:
-                await self.commit_all(only=partitions)
-            except Exception as exc:
-                log.warning("source: commit before giving up %s failed: %s", partitions, exc)
-            await self.lake.release(partitions, self.readers)
-            self.unopened -= partitions
-            self.progress.forget(partitions)
-            for partition in partitions:
-                self.readers.pop(partition, None)
-                self.committed.pop(partition, None)
-                self.fenced.pop(partition, None)
-                checkpoint = self.checkpoints.pop(partition, None)
-                if checkpoint is not None:
-                    await checkpoint.close()
+    # -- the loop's turn -------------------------------------------------------
 
-    # -- the loop ------------------------------------------------------------
-
-    async def poll(self, commit: bool | None = None) -> None:
-        """One turn of the loop: fetch, hand to the sinks, commit when due."""
+    async def before_fetch(self) -> None:
         await self.lake.wait_for_room()
-        generation, batches = await self.fetch()
-        async with self._lock:
-            if generation != self._generation:
-                self._read_again(batches)
-                return
-            self._handle(batches)
-            if self.commit_due(commit):
-                await self.commit_all()
-            await self.reopen_fenced()
-            for partition, position in self.lake.take_moved().items():
-                self.lake_moved(partition, position)
-            self._watch_progress()
-        self.lake.maybe_flush(self.readers)
-        self.lake.maybe_maintain(self.readers)
 
-    def _read_again(self, batches) -> None:
-        """A batch fetched across a rebalance may start at a position that the new
-        assignment moved (a partition is read from its lake position): drop it and
-        read each partition again from where its reader stands."""
-        for tp in batches:
-            reader = self.readers.get(tp.partition)
-            if reader is not None:
-                self.consumer.seek(tp, reader.next_offset)
+    def after_commit_turn(self) -> None:
+        for partition, position in self.lake.take_moved().items():
+            self.lake_moved(partition, position)
 
-    def _handle(self, batches) -> None:
-        now_ms = int(time.time() * 1000)
-        read = self.batch_reader.read
-        for tp, records in batches.items():
-            reader = self.readers.get(tp.partition)
-            if reader is None or tp.partition in self.fenced:
-                continue
-            out = read(reader, records, now_ms)
-            self.stats.on_batch(tp.partition, out.events, out.late, reader.clock)
-            if out:
-                self.outputs.write(tp.partition, out, self.checkpoints[tp.partition])
-                failpoints.reach("mid-batch")
+    def after_turn(self) -> None:
+        readers = self.readers()
+        self.lake.maybe_flush(readers)
+        self.lake.maybe_maintain(readers)
 
-    def _watch_progress(self) -> None:
-        for partition, reader in self.readers.items():
-            committed = self.committed.get(partition, (reader.next_offset, 0))[0]
-            # reading again for the lake alone moves lake_from, not the commits
-            progress = max(committed, reader.lake_from)
-            self.watch(partition, progress, committed, reader.next_offset)
+    async def revoked(self, partitions: set[int]) -> None:
+        await self.lake.release(partitions, self.readers())
 
-    # -- committing ----------------------------------------------------------
-
-    async def commit_all(self, only: set[int] | None = None) -> None:
-        self._last_commit = time.monotonic()
-        partitions = [p for p in self.readers if p not in self.fenced]
-        if only is not None:
-            partitions = [p for p in partitions if p in only]
-        await asyncio.gather(*(self._commit(p) for p in partitions))
-
-    async def _commit(self, partition: int) -> None:
-        """Commit one partition's checkpoint; reopen it if that fails."""
-        checkpoint, reader = self.checkpoints[partition], self.readers[partition]
-        if checkpoint.closed:  # its last commit was cut short: the next owner reads it
-            return
-        committed_offset = self.committed[partition][0]
-        # Read again for the lake only (after a lake fence): the checkpoint holds outputs
-        # up to kafka_from, so a commit at a lower offset would claim fewer records than
-        # it makes visible; and the committed offset never moves back.
-        if reader.next_offset < max(committed_offset, reader.kafka_from):
-            return
-        mark = self.marks.due(partition, reader)
-        if mark is not None:
-            for target in range(self.settings.partitions):
-                checkpoint.add(self.settings.internal_topic, target, [(None, mark)])
-        if not checkpoint.pending and committed_offset == reader.next_offset:
-            return
-        records, started = checkpoint.records, time.monotonic()
-        stream_time = reader.clock.stream_time
-        committed = await self.commit_partition(
-            partition, checkpoint, reader.next_offset, clock_metadata(stream_time)
-        )
-        if committed is None:
-            return
-        self.committed[partition] = (reader.next_offset, stream_time)
-        if records:
-            self.outputs.health.succeeded(records, time.monotonic() - started)
-        now_ms = time.time() * 1000
-        self.stats.latency.observe_ms(now_ms - t for t in reader.pending_timestamps)
-        reader.pending_timestamps = []
-
-    async def reopen(self, partition: int) -> None:
-        """After a failed or fenced commit: open the partition again and read it from its
-        committed offset (the broker's, after the reopening fenced what was open). The
-        lake buffer keeps what it has; only the Kafka outputs are read again."""
-        reader = self.readers.pop(partition, None)
-        lake_from = None if reader is None else {partition: reader.lake_from}
-        await self._open([partition], lake_from=lake_from)
+    def abandoned(self, partitions: set[int]) -> None:
+        self.lake.rows.drop(partitions)  # read again from the table's position
 
     def lake_moved(self, partition: int, lake: tuple[int, int]) -> None:
         """The lake table holds `partition` up to another point than this worker thought
         (another writer got there first): read from there for the lake only."""
-        reader = self.readers.get(partition)
-        if reader is None:
+        task = self.tasks.get(partition)
+        if task is None:
             return
         self.lake.rows.drop({partition})
+        reader = task.reader
         kafka = (reader.next_offset, reader.clock.stream_time)
-        self._position(partition, kafka, lake)
+        stands = {"kafka": kafka, "lake": lake}
+        self._position(partition, task.checkpoint, stands, task.committed_at)
         self.lake.repositioned(partition)

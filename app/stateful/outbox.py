@@ -1,11 +1,12 @@
-"""Final rows of one user-keyed partition, kept in state until PostgreSQL has them.
+"""Final rows of one user-keyed partition, kept in state until every row sink has them.
 
 A window's final value and an ended session's row are written to PostgreSQL once,
 after the aggregator let go of them (a closed window goes RETAIN_CLOSED_MS past its
 end, an ended session at once). If the worker dies before that write, the rows must
 still be in the restored state, so they wait here, persisted in the same state batch
-as the change that made them final, until the sink confirms the batch that carried
-them (`PostgresSink.confirmed`). After a restore they all go out again.
+as the change that made them final, until every row sink confirms the batch that
+carried them (`RowSinks.confirmed`, app/sinks/contract.py). After a restore they all
+go out again.
 
 Its keys live beside the aggregator's in the state table, under `o|`:
 `o|pv|<start>|<url>` (count), `o|au|<start>` (count), `o|s|<user>|<start>` ([end, status]).

@@ -1,19 +1,26 @@
-"""One user-keyed partition this worker owns: its aggregator, outbox, local state,
-checkpoint and the one position that counts, the input offset its state covers.
+"""One user-keyed partition this worker owns, as a task of the executor
+(app/commit/task.py): its aggregator, outbox, local state, checkpoint and the one
+position that counts, the input offset its state covers.
 
-The stage's loop hands it batches (`apply`); at each commit it turns what changed
-into changelog records (`stage_commit`), and once that commit is visible it writes
-the same records to the local store (`committed`). Final rows wait in the outbox,
-persisted with the state, until PostgreSQL confirms them.
+The executor hands it batches (`apply`); at each commit it turns what changed into
+changelog records (`prepare_commit`), and once that commit is visible it writes the
+same records to the local store and hands the rows to the row sinks (`committed`).
+Final rows wait in the outbox, persisted with the state, until every row sink
+confirms them.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.commit.checkpoint import PartitionCheckpoint
+from app import failpoints
+from app.commit.checkpoint import Committed, PartitionCheckpoint
+from app.commit.task import PreparedCommit
+from app.sinks.contract import RowSinks
 from app.stateful import changelog
 from app.stateful.outbox import Outbox
 from app.stateful.state import LocalState
@@ -36,6 +43,18 @@ class StagedCommit:
 
 
 @dataclass
+class StatefulWiring:
+    """What every stateful partition hands its work to: one each per stage."""
+
+    changelog_topic: str
+    sinks: RowSinks
+    # Numbers of the batches handed to the row sinks, which confirm them in order: one
+    # sequence for every partition and ownership, so a number confirms only what was
+    # handed over under it.
+    batches: itertools.count
+
+
+@dataclass
 class StatefulPartition:
     partition: int
     aggregator: PartitionAggregator
@@ -48,6 +67,7 @@ class StatefulPartition:
     restore_seconds: float = 0.0
     skipped_records: int = 0  # user-keyed records that could not be applied (a bug)
     committed_input: int = field(init=False)  # input_next as of the last commit
+    wiring: StatefulWiring | None = None  # set by the stage once the partition is open
 
     def __post_init__(self) -> None:
         self.committed_input = self.input_next
@@ -103,8 +123,44 @@ class StatefulPartition:
         self.checkpoint.add(topic, self.partition, records)
         return StagedCommit(batch, changes, records, self.input_next)
 
-    def committed(self, staged: StagedCommit, changelog_next: int) -> None:
+    def stored(self, staged: StagedCommit, changelog_next: int) -> None:
         """The commit is visible: the local store takes the same records."""
         self.committed_input = staged.input_next
         self.changelog_next = changelog_next
         self.local.write(staged.records, changelog_next, staged.input_next)
+
+    # -- as a task of the executor (app/commit/task.py) ----------------------------
+
+    @property
+    def read_next(self) -> int:
+        return self.input_next
+
+    @property
+    def committed_next(self) -> int:
+        return self.committed_input
+
+    @property
+    def progress(self) -> int:
+        return self.committed_input
+
+    def prepare_commit(self) -> PreparedCommit | None:
+        if not self.pending:
+            return None
+        wiring = self.wiring
+        batch = next(wiring.batches)
+        confirmed = wiring.sinks.confirmed(self.partition)
+        staged = self.stage_commit(wiring.changelog_topic, batch, confirmed)
+        return PreparedCommit(self.input_next, "", time.monotonic(), staged)
+
+    def committed(self, result: Committed, prepared: PreparedCommit) -> None:
+        """The commit is visible: the local store, then the row sinks, take it."""
+        failpoints.reach("stateful-after-commit")
+        staged: StagedCommit = prepared.staged
+        # the partition's commit marker follows its last record (nobody else writes it)
+        last = result.last_offsets[(self.wiring.changelog_topic, self.partition)]
+        self.stored(staged, last + 2)
+        failpoints.reach("stateful-before-postgres")
+        self.wiring.sinks.add(self.partition, staged.changes, staged.batch)
+
+    def release(self) -> None:
+        self.local.close()

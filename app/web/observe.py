@@ -176,7 +176,8 @@ async def snapshot(worker) -> dict:
     sources = []
     for partition in sorted(set(source_parts) | set(stats.partitions)):
         counted = stats.partitions.get(partition)
-        src = source.readers.get(partition)
+        task = source.tasks.get(partition)
+        src = task.reader if task is not None else None
         if src is not None:
             stream_time, watermark = src.clock.stream_time, src.clock.watermark
         elif counted is not None:
@@ -184,7 +185,7 @@ async def snapshot(worker) -> dict:
         else:
             stream_time = watermark = None
         high, pos = offsets.get(TP(settings.input_topic, partition), (None, None))
-        committed = source.committed.get(partition)
+        committed = task.committed_at if task is not None else None
         sources.append(
             {
                 "partition": partition,
@@ -203,8 +204,8 @@ async def snapshot(worker) -> dict:
         )
 
     user_partitions = []
-    for partition in sorted(set(user_parts) | set(stateful.parts)):
-        part = stateful.parts.get(partition)
+    for partition in sorted(set(user_parts) | set(stateful.tasks)):
+        part = stateful.tasks.get(partition)
         agg = part.aggregator if part is not None else None
         high, pos = offsets.get(TP(settings.internal_topic, partition), (None, None))
         entry = {"partition": partition, "assigned": partition in user_parts, "loaded": bool(agg)}

@@ -128,7 +128,7 @@ async def test_a_fenced_partition_commits_nothing_and_is_opened_again_if_still_a
     assert not a.fenced
     await step(a)
     with pytest.raises(Fenced, match="owned by another worker"):  # B is fenced now
-        await b.checkpoints[0].commit(10**6)
+        await b.tasks[0].checkpoint.commit(10**6)
     exactly_once(kafka, 60)
 
 
@@ -222,13 +222,13 @@ async def test_no_commit_while_a_partition_is_read_again_for_the_lake_below_its_
     stage = await started(kafka, tmp_path)
     await kafka.assign(stage.consumer, {0, 1})
     send(kafka, 40)
-    while stage.readers[0].next_offset < 8:
+    while stage.tasks[0].reader.next_offset < 8:
         await stage.poll(commit=False)  # the checkpoint holds outputs of records 0..7 or more
-    held = stage.readers[0].next_offset
+    held = stage.tasks[0].reader.next_offset
     assert held < 20
-    stage.lake_moved(0, (0, stage.readers[0].clock.stream_time))  # another writer's lake
+    stage.lake_moved(0, (0, stage.tasks[0].reader.clock.stream_time))  # another writer's lake
     await stage.poll(commit=True)  # reads 0..3 again for the lake
-    assert stage.readers[0].next_offset < held
+    assert stage.tasks[0].reader.next_offset < held
     # a crash now: the next owner starts from the committed offset
     successor = await started(kafka, tmp_path)
     await kafka.assign(successor.consumer, {0, 1})
@@ -273,16 +273,16 @@ async def test_a_partition_that_cannot_be_opened_holds_no_other_back_and_is_repo
     kafka = FakeKafka()
     kafka.create_topic(INPUT, 2)
     stage = await started(kafka, tmp_path)
-    opened = stage._open
+    opened = stage.open_tasks
 
     async def open_(partitions, *args, **kwargs):
         if 1 in partitions:
             raise OSError("the lake cannot be read")
         await opened(partitions, *args, **kwargs)
 
-    monkeypatch.setattr(stage, "_open", open_)
+    monkeypatch.setattr(stage, "open_tasks", open_)
     await kafka.assign(stage.consumer, {0, 1})
-    assert stage.unopened == {0, 1} and not stage.readers  # opened together: both wait
+    assert stage.unopened == {0, 1} and not stage.tasks  # opened together: both wait
     send(kafka, 40)
     stage.progress.stuck_after_s = 0.0
     loop = asyncio.create_task(stage.run_loop())
@@ -309,13 +309,13 @@ async def test_a_revocation_during_a_commit_in_flight_waits_for_it_and_the_next_
     revoking = asyncio.create_task(kafka.assign(a.consumer, {1}))  # ... when 0 is revoked
     await asyncio.sleep(0.2)  # time for a revocation that did not wait to go ahead
     assert not revoking.done() and a.rebalancing  # it waits for the commit's turn
-    assert 0 in a.checkpoints and not a.checkpoints[0].closed
+    assert 0 in a.tasks and not a.tasks[0].checkpoint.closed
     hold.release.set()
     await committing
     await revoking
     # its own commit (nothing left to commit) did not meet the one in flight
     assert "commit before giving up" not in caplog.text
-    assert set(a.checkpoints) == {1} and not a.rebalancing
+    assert set(a.tasks) == {1} and not a.rebalancing
     exactly_once(kafka, 20)  # committed once, before the partition was given up
     b = await started(kafka, tmp_path / "a")
     await kafka.assign(b.consumer, {0})

@@ -50,7 +50,7 @@ class MemorySink:
     def __init__(self, db: MemoryPostgres) -> None:
         self.db = db
         self.pending = PendingRows()
-        self.confirmed: dict[int, int] = {}
+        self.confirmed_batches: dict[int, int] = {}
         self.generations: dict[int, int] = {}
         self.refused = 0
 
@@ -61,11 +61,14 @@ class MemorySink:
     def revoke(self, parts: set[int]) -> None:
         self.pending.drop_partitions(parts)
         for part in parts:
-            self.confirmed.pop(part, None)
+            self.confirmed_batches.pop(part, None)
             self.generations.pop(part, None)
 
     def add(self, part: int, changes, batch: int) -> None:
         self.pending.add(part, changes, batch)
+
+    def confirmed(self, part: int) -> int:
+        return self.confirmed_batches.get(part, 0)
 
     def flush(self) -> None:
         batch, self.pending = self.pending, PendingRows()
@@ -84,7 +87,7 @@ class MemorySink:
         for key, row in batch.sessions.items():
             db.sessions[key] = (row[2], row[4])
         for part, number in batch.batches.items():
-            self.confirmed[part] = max(number, self.confirmed.get(part, 0))
+            self.confirmed_batches[part] = max(number, self.confirmed_batches.get(part, 0))
 
 
 class FullDisk:
@@ -126,8 +129,9 @@ class Driver:
             partitions=self.partitions,
             state_dir=str(self.tmp_path / name),
         )
-        stage = StatefulStage(settings, MemorySink(self.db), self.kafka)
+        stage = StatefulStage(settings, [MemorySink(self.db)], self.kafka)
         await stage.on_start()
+        stage.loop_task.cancel()  # the tests step it with poll()
         return stage
 
     async def assign(self, stage: StatefulStage, partitions: set[int]) -> None:
@@ -138,16 +142,16 @@ class Driver:
         for _ in range(polls):
             await stage.poll(commit=False)
         await stage.poll(commit=True)
-        stage.sink.flush()
+        stage.sinks[0].flush()
 
     @staticmethod
     async def crash(stage: StatefulStage) -> None:
         """kill -9: nothing more of it reaches Kafka or disk (its RocksDB is closed only
         so that the next worker of the same folder can open it)."""
-        for part in stage.parts.values():
+        for part in stage.tasks.values():
             part.local.close()
             part.checkpoint.closed = True
-        stage.parts.clear()
+        stage.tasks.clear()
 
     # -- input, as the source stage sends it -----------------------------------
 

@@ -78,7 +78,7 @@ async def test_a_restarted_worker_resumes_from_its_state_not_from_scratch(tmp_pa
     again = await driver.worker("a" if local == "kept" else "b")
     await driver.assign(again, {0, 1})
     changelog_size = sum(len(driver.kafka.visible(again.changelog_topic, p)) for p in (0, 1))
-    read = sum(part.restored_records for part in again.parts.values())
+    read = sum(part.restored_records for part in again.tasks.values())
     assert read == (0 if local == "kept" else changelog_size)
     await driver.step(again)
     await run_through(driver, again, per_source, length, start=half + CHUNK)
@@ -93,18 +93,18 @@ async def test_a_crash_between_the_commit_and_the_local_write_replays_the_change
     stage = await driver.worker("a")
     await driver.assign(stage, {0, 1})
     await run_through(driver, stage, per_source, 4 * CHUNK)
-    behind = {p: part.local.position for p, part in stage.parts.items()}
+    behind = {p: part.local.position for p, part in stage.tasks.items()}
     # the next commit lands in Kafka, and the worker dies before its RocksDB write
-    for part in stage.parts.values():
+    for part in stage.tasks.values():
         monkeypatch.setattr(part.local, "write", lambda *args: False)
     driver.send(per_source, 4 * CHUNK, CHUNK)
     await driver.step(stage)
-    assert {p: part.local.position for p, part in stage.parts.items()} == behind
+    assert {p: part.local.position for p, part in stage.tasks.items()} == behind
     await driver.crash(stage)
     monkeypatch.undo()
     again = await driver.worker("a")
     await driver.assign(again, {0, 1})
-    for p, part in again.parts.items():
+    for p, part in again.tasks.items():
         assert part.local.position.changelog_next > behind[p].changelog_next
     await run_through(driver, again, per_source, length, start=5 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
@@ -121,7 +121,7 @@ async def test_a_failed_or_unknown_commit_is_restored_and_counts_nothing_twice(t
     driver.send(per_source, 3 * CHUNK, CHUNK)
     await driver.step(stage)
     assert stage.aborts == 1
-    assert set(stage.parts) == {0, 1}  # restored, not given up
+    assert set(stage.tasks) == {0, 1}  # restored, not given up
     await run_through(driver, stage, per_source, length, start=4 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
 
@@ -140,8 +140,8 @@ async def test_a_frozen_owner_is_fenced_and_its_successor_holds_every_committed_
     await driver.step(b)
     # A wakes: its commit is refused, its rows are not written, it gives the state up
     await a.poll(commit=True)
-    a.sink.flush()
-    assert a.refused_by_fence == 2 and not a.parts
+    a.sinks[0].flush()
+    assert a.refused_by_fence == 2 and not a.tasks
     await run_through(driver, b, per_source, length, start=4 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
 
@@ -158,8 +158,8 @@ async def test_rows_of_an_older_generation_are_refused_after_a_newer_owner_wrote
     b = await driver.worker("b")
     await driver.assign(b, {0, 1})
     await run_through(driver, b, per_source, 3 * CHUNK, start=CHUNK)
-    a.sink.flush()  # A wakes and writes rows older than B's
-    assert a.sink.refused == 2
+    a.sinks[0].flush()  # A wakes and writes rows older than B's
+    assert a.sinks[0].refused == 2
     await run_through(driver, b, per_source, length, start=3 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
 
@@ -171,12 +171,12 @@ async def test_restoring_from_a_compacted_changelog_gives_the_same_state(tmp_pat
     await driver.assign(a, {0, 1})
     half = length // 2 // CHUNK * CHUNK
     await run_through(driver, a, per_source, half)
-    before = {p: state_of(part) for p, part in a.parts.items()}
+    before = {p: state_of(part) for p, part in a.tasks.items()}
     await driver.crash(a)
     driver.kafka.compact(a.changelog_topic)
     b = await driver.worker("b")  # no local state: the changelog alone
     await driver.assign(b, {0, 1})
-    after = {p: state_of(part) for p, part in b.parts.items()}
+    after = {p: state_of(part) for p, part in b.tasks.items()}
     assert after == before
     await run_through(driver, b, per_source, length, start=half)
     assert difference(expected, driver.db.rows()) is None
@@ -212,7 +212,7 @@ async def test_revoking_commits_what_was_applied_and_the_next_owner_continues(tm
     driver.send(per_source, 3 * CHUNK, CHUNK)
     await a.poll(commit=False)  # applied, not committed
     await driver.assign(a, set())  # a rebalance takes both away
-    assert not a.parts and not a.sink.pending
+    assert not a.tasks and not a.sinks[0].pending
     b = await driver.worker("b")
     await driver.assign(b, {0})
     await driver.assign(a, {1})
@@ -233,13 +233,13 @@ async def test_a_revocation_during_a_commit_in_flight_waits_for_it(tmp_path, cap
     await hold.reached.wait()  # a transaction is being committed ...
     revoking = asyncio.create_task(driver.assign(a, {1}))  # ... when a rebalance comes
     await asyncio.sleep(0.2)  # time for a revocation that did not wait to go ahead
-    assert not revoking.done() and set(a.parts) == {0, 1}
+    assert not revoking.done() and set(a.tasks) == {0, 1}
     hold.release.set()
     await committing
     await revoking
-    assert set(a.parts) == {1}
+    assert set(a.tasks) == {1}
     assert "commit before giving up" not in caplog.text  # it met no commit in flight
-    a.sink.flush()
+    a.sinks[0].flush()
     b = await driver.worker("b")
     await driver.assign(b, {0})  # from A's commits: the changelog and the input offset
     await run_both(driver, (a, b), per_source, length, start=4 * CHUNK)
@@ -250,7 +250,7 @@ async def test_after_a_local_write_fails_the_next_owner_replays_what_the_store_l
     per_source, expected, length = scenario_of(seed=14, users=100)
     driver, a = await owner_of_both(tmp_path)
     await run_through(driver, a, per_source, 2 * CHUNK)
-    local = a.parts[0].local
+    local = a.tasks[0].local
     held = local.position.changelog_next
     disk = local._db = FullDisk(local._db)  # partition 0's disk fills up
     await run_through(driver, a, per_source, 4 * CHUNK, start=2 * CHUNK)
@@ -261,8 +261,8 @@ async def test_after_a_local_write_fails_the_next_owner_replays_what_the_store_l
     b = await driver.worker("a")  # the same folder: its store stops at `held`
     await driver.assign(b, {0, 1})
     lacking = [r for r in driver.kafka.visible(b.changelog_topic, 0) if r.offset >= held]
-    assert b.parts[0].restored_records == len(lacking) > 0
-    assert b.parts[1].restored_records == 0  # partition 1's store was whole
+    assert b.tasks[0].restored_records == len(lacking) > 0
+    assert b.tasks[1].restored_records == 0  # partition 1's store was whole
     await run_through(driver, b, per_source, length, start=4 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
 
@@ -281,7 +281,7 @@ async def test_local_state_ahead_of_its_changelog_is_rebuilt(tmp_path):
     local.close()
     b = await driver.worker("a")
     await driver.assign(b, {0, 1})
-    assert "ghost" not in b.parts[0].aggregator.users
+    assert "ghost" not in b.tasks[0].aggregator.users
     await run_through(driver, b, per_source, length, start=2 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
 
@@ -297,7 +297,7 @@ async def test_local_state_older_than_the_tombstone_retention_is_rebuilt(tmp_pat
     monkeypatch.setattr(restore.time, "time", lambda: later)
     b = await driver.worker("a")
     await driver.assign(b, {0, 1})
-    for part in b.parts.values():  # read the whole changelog again, not only its tail
+    for part in b.tasks.values():  # read the whole changelog again, not only its tail
         whole = len(driver.kafka.visible(b.changelog_topic, part.partition))
         assert whole > 0 and part.restored_records == whole
         assert part.changelog_next == driver.kafka.highwater(b.changelog_topic, part.partition)
@@ -326,7 +326,7 @@ async def test_a_fenced_worker_given_its_partitions_back_restores_only_what_comm
     await driver.step(b)
     await driver.assign(b, set())
     await driver.assign(a, {0, 1})  # back to A, on its own local store
-    assert all(part.restored_records > 0 for part in a.parts.values())
+    assert all(part.restored_records > 0 for part in a.tasks.values())
     await run_through(driver, a, per_source, length, start=5 * CHUNK)
     assert difference(expected, driver.db.rows()) is None
 
@@ -390,7 +390,7 @@ async def test_an_unexpected_error_in_the_loop_is_logged_and_the_loop_resumes(
     try:
         for _ in range(300):
             await asyncio.sleep(0.02)
-            stage.sink.flush()
+            stage.sinks[0].flush()
             if difference(expected, driver.db.rows()) is None:
                 break
         assert not loop.done()
@@ -419,11 +419,11 @@ async def test_an_opening_cancelled_by_a_revocation_closes_its_store(tmp_path, m
     await asyncio.wait_for(restoring.wait(), 5)
     opening.cancel()
     await asyncio.gather(opening, return_exceptions=True)
-    assert 0 not in stage.parts
+    assert 0 not in stage.tasks
 
     monkeypatch.setattr(service_module, "restore", real_restore)
     await stage.open_unopened()  # the supervisor's next turn, or the next assignment
-    assert 0 in stage.parts and not stage.unopened
+    assert 0 in stage.tasks and not stage.unopened
 
 
 async def test_a_user_keyed_record_that_cannot_be_applied_is_skipped_and_counted(tmp_path):
@@ -435,7 +435,7 @@ async def test_a_user_keyed_record_that_cannot_be_applied_is_skipped_and_counted
     await driver.assign(stage, {0, 1})
     driver.kafka.produce(driver.settings.internal_topic, 0, b"\x00 not the wire format")
     await run_through(driver, stage, per_source, length)
-    assert stage.parts[0].skipped_records == 1
+    assert stage.tasks[0].skipped_records == 1
     assert difference(expected, driver.db.rows()) is None
 
 
@@ -472,3 +472,38 @@ async def test_a_restore_cancelled_after_rebuilding_its_store_closes_the_new_sto
     restoring.cancel()
     await asyncio.gather(restoring, return_exceptions=True)
     LocalState(path).close()  # opens: nothing holds the store's lock
+
+
+async def test_a_partition_that_cannot_be_opened_holds_no_other_back_and_is_reported(
+    tmp_path, monkeypatch
+):
+    """As for the source stage (the same executor): partition 1's restore keeps failing,
+    partition 0 opens and its rows land, and partition 1 is reported as not opened."""
+    per_source, _, length = scenario_of(seed=5, users=40)
+    driver = Driver(tmp_path)
+    stage = await driver.worker("a")
+    real_restore = service_module.restore
+
+    async def restore_failing_for_1(local, reader, tp, *args):
+        if tp.partition == 1:
+            raise OSError("the store's disk cannot be read")
+        return await real_restore(local, reader, tp, *args)
+
+    monkeypatch.setattr(service_module, "restore", restore_failing_for_1)
+    await driver.assign(stage, {0, 1})
+    assert set(stage.tasks) == {0} and stage.unopened == {1}
+    driver.send(per_source, 0, length)
+    stage.progress.stuck_after_s = 0.0
+    loop = asyncio.create_task(stage.run_loop())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            stage.sinks[0].flush()
+            if driver.db.claims.get(0):
+                break
+    finally:
+        stage.stopping = True
+        await asyncio.wait_for(loop, 5)
+    assert driver.db.claims.get(0) and 1 not in driver.db.claims  # partition 0's, promptly
+    assert [p for p, _ in stage.not_opened()] == [1]
+    assert stage.loop_errors >= 1 and "cannot be read" in stage.last_loop_error
