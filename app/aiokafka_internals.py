@@ -19,12 +19,32 @@ new aiokafka that moves one fails there, with its name, and not in production.
   public `position()` may wait on the broker), past transaction markers: what is left
   to read is the high watermark less it (app/commit/stage.py, progress).
 - `consumer._client`, `admin._client` (AIOKafkaConsumer, AIOKafkaAdminClient): their
-  client, to give it the reconnect backoff (a producer's is public).
+  client, to give it the reconnect backoff (a producer's is public), and the admin's
+  to send OffsetFetch v7 below.
+- `aiokafka.protocol`'s Request / RequestStruct / Response and its compact types
+  (CompactString, CompactArray, TaggedFields), undocumented: OffsetFetch v7 is built
+  on them (`offset_fetch`). aiokafka's own OffsetFetchRequest stops at v3 and cannot
+  set KIP-447's require_stable; AIOKafkaClient.send prepares a Request with the
+  versions the connection's broker announced (`Request.prepare`) and frames a
+  `FLEXIBLE_VERSION` struct with the v2 request header (tagged fields).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeAlias
+
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import (
+    Boolean,
+    CompactArray,
+    CompactString,
+    Int16,
+    Int32,
+    Int64,
+    Schema,
+    TaggedFields,
+)
 
 AIOKAFKA_CHECKED = "0.14.0"
 
@@ -73,3 +93,92 @@ async def force_close(producer) -> None:
     client = getattr(producer, "client", None)
     if client is not None:
         await client.close()
+
+
+# -- OffsetFetch v7 (KIP-447) --------------------------------------------------------
+# As Kafka's clients/src/main/resources/common/message/OffsetFetch{Request,Response}.json
+# define v7 (flexible since v6: compact strings and arrays, a tagged-field buffer
+# closing every struct). v8+ reshape the request (several groups): not used.
+
+OFFSET_FETCH_KEY = 9
+OFFSET_FETCH_STABLE_VERSION = 7
+
+
+class OffsetFetchResponse_v7(Response):
+    API_KEY = OFFSET_FETCH_KEY
+    API_VERSION = OFFSET_FETCH_STABLE_VERSION
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "topics",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                (
+                    "partitions",
+                    CompactArray(
+                        ("partition_index", Int32),
+                        ("committed_offset", Int64),
+                        ("committed_leader_epoch", Int32),
+                        ("metadata", CompactString("utf-8")),  # nullable
+                        ("error_code", Int16),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("error_code", Int16),
+        ("tags", TaggedFields),
+    )
+
+
+class OffsetFetchRequest_v7(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = OFFSET_FETCH_KEY
+    API_VERSION = OFFSET_FETCH_STABLE_VERSION
+    RESPONSE_TYPE = OffsetFetchResponse_v7
+    SCHEMA = Schema(
+        ("group_id", CompactString("utf-8")),
+        (
+            "topics",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                ("partition_indexes", CompactArray(Int32)),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("require_stable", Boolean),
+        ("tags", TaggedFields),
+    )
+
+
+OffsetFetchStableStruct: TypeAlias = OffsetFetchRequest_v7
+
+
+class OffsetFetchStable(Request[OffsetFetchStableStruct]):
+    """OffsetFetch v7 for one group's partitions. `Request.prepare` (on the connection,
+    with the versions its broker announced) raises NotImplementedError where the
+    broker cannot take v7 (Kafka before 2.5, or one that dropped it)."""
+
+    API_KEY = OFFSET_FETCH_KEY
+
+    def __init__(
+        self, group_id: str, partitions: Mapping[str, list[int]], require_stable: bool = True
+    ) -> None:
+        self.group_id = group_id
+        self.partitions = {topic: sorted(ps) for topic, ps in partitions.items()}
+        self.require_stable = require_stable
+
+    def build(self, request_struct_class: type[OffsetFetchStableStruct]) -> OffsetFetchStableStruct:
+        topics = [(topic, ps, {}) for topic, ps in sorted(self.partitions.items())]
+        return request_struct_class(self.group_id, topics, self.require_stable, {})
+
+
+async def offset_fetch(
+    admin, node_id: int, group_id: str, partitions: Mapping[str, list[int]], require_stable=True
+) -> OffsetFetchResponse_v7:
+    """One OffsetFetch v7 sent to `node_id` (the group's coordinator) through the admin
+    client's AIOKafkaClient; its response, errors and all, for the caller to read.
+    Raises aiokafka's transport errors (NodeNotReadyError, RequestTimedOutError, ...)."""
+    request = OffsetFetchStable(group_id, partitions, require_stable)
+    return await consumer_client(admin).send(node_id, request)

