@@ -53,7 +53,7 @@ async def test_a_worker_of_an_older_generation_cannot_overwrite_the_new_owner(fr
 
         assert await page_views(fresh_db) == {"/a": 7, "/b": 2}
         assert old.refused_partitions == 1
-        assert old.confirmed == {0: 1, 1: 2}  # partition 0's batch 2 never landed
+        assert old.confirmed_batches == {0: 1, 1: 2}  # partition 0's batch 2 never landed
         conn = await asyncpg.connect(fresh_db)
         try:
             assert await conn.fetchval("SELECT count(*) FROM user_sessions") == 0
@@ -171,7 +171,7 @@ async def test_a_row_postgres_can_never_store_is_set_aside_and_the_rest_of_its_b
         await sink.flush()
 
         assert await page_views(fresh_db) == {"/ok": 3}
-        assert sink.confirmed == {0: 1, 1: 4}
+        assert sink.confirmed_batches == {0: 1, 1: 4}
         assert not sink.pending
         conn = await asyncpg.connect(fresh_db)
         try:
