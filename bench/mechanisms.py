@@ -48,7 +48,8 @@ async def producer_modes(bootstrap: str, records: int, batch: int, partitions: i
     await create_topic(bootstrap, topic, partitions)
     modes = {
         "acks=1": {"acks": 1},
-        "idempotent, acks=all (as shipped)": {"acks": "all", "enable_idempotence": True},
+        "idempotent, acks=all": {"acks": "all", "enable_idempotence": True},
+        # as shipped: every commit of both stages is one such transaction
         "transactional, commit per batch": {
             "acks": "all",
             "enable_idempotence": True,
