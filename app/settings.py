@@ -286,6 +286,11 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     )
 
 
+def kafka_connection(settings: Settings) -> dict[str, Any]:
+    """The brokers and the security options: what every aiokafka client is given."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers, **kafka_client_options(settings)}
+
+
 def kafka_client_options(
     settings: Settings, ssl_context: ssl.SSLContext | None = None
 ) -> dict[str, Any]:
