@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from bench import soak as soak_figures
 from bench.profile import Profiler, top_functions
 from bench.variant import VARIANTS
 from bench.worker import Worker, WorkerGroup
-from devstack import stack
+from devstack import probes, stack
 from devstack.s3 import VERSION as S3_VERSION
 
 DEFAULT_SECTIONS = (
@@ -57,12 +56,6 @@ SOAK_SAMPLE_S = 10
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bench:
@@ -114,7 +107,7 @@ class Bench:
             "PARTITIONS": str(self.args.partitions),
             "LAKE_DIR": str(work / "lake"),
             "STATE_DIR": str(work / "state"),
-            "WEB_PORT": str(free_port()),
+            "WEB_PORT": str(probes.ephemeral_port()),
             "IDLE_ADVANCE": "1h",
             **extra,
         }
