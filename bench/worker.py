@@ -187,7 +187,7 @@ class Worker:
 
 class WorkerGroup:
     """Workers of one app (one consumer group per stage, one lake) on this machine, as
-    one for `Bench.catch_up`: started together, alive together, their commits the
+    one for `bench.catch_up`: started together, alive together, their commits the
     group's."""
 
     def __init__(self, workers: list[Worker]) -> None:
