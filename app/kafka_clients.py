@@ -37,7 +37,7 @@ from app.aiokafka_internals import (
     wrap_get_conn,
 )
 from app.limits import KAFKA_DEFAULT_MAX_MESSAGE_BYTES
-from app.settings import Settings, kafka_client_options
+from app.settings import Settings, kafka_connection
 
 log = logging.getLogger(__name__)
 # A transaction's produce requests can come back NOT_ENOUGH_REPLICAS while the broker
@@ -61,10 +61,7 @@ RECONNECT_BACKOFF_MAX_S = 1.0
 class KafkaClients:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._common = {
-            "bootstrap_servers": settings.kafka_bootstrap_servers,
-            **kafka_client_options(settings),
-        }
+        self._common = kafka_connection(settings)
         self._producers: weakref.WeakSet[AIOKafkaProducer] = weakref.WeakSet()
         self._away = False
         # a producer's batches: never larger than the smallest topic limit it writes to

@@ -286,12 +286,16 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     )
 
 
+def kafka_connection(settings: Settings) -> dict[str, Any]:
+    """The brokers and the security options: what every aiokafka client is given."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers, **kafka_client_options(settings)}
+
+
 def kafka_client_options(
     settings: Settings, ssl_context: ssl.SSLContext | None = None
 ) -> dict[str, Any]:
     """Security keyword arguments for an aiokafka client (producer, consumer, admin).
 
-    The same values Faust derives from `faust_broker_credentials` for its own clients.
     Pass `ssl_context` to reuse one context; otherwise one is built from the settings.
     """
     protocol = settings.kafka_security_protocol
@@ -303,25 +307,6 @@ def kafka_client_options(
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password
     return options
-
-
-def faust_broker_credentials(settings: Settings, ssl_context: ssl.SSLContext | None = None):
-    """`faust.App(broker_credentials=...)`: None for PLAINTEXT, else SSL or SASL credentials."""
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    import faust
-
-    if protocol.endswith("SSL"):
-        ssl_context = ssl_context or kafka_ssl_context(settings)
-    if protocol == "SSL":
-        return faust.SSLCredentials(ssl_context)
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
-        password=settings.kafka_sasl_password,
-        mechanism=settings.kafka_sasl_mechanism,
-        ssl_context=ssl_context if protocol == "SASL_SSL" else None,
-    )
 
 
 def database_dsn(database_url: str, ssl_rootcert: str | None = None) -> str:

@@ -14,15 +14,14 @@ records are shown: the enriched and dead-letter topics are written in transactio
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import sys
 import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.settings import Settings, kafka_client_options
+from app import cli
+from app.settings import kafka_connection
 
 # --late looks this far back in each partition for late records
 LATE_SCAN = 200_000
@@ -37,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-n", "--max", type=int, default=5, help="how many records (default 5)")
     p.add_argument("--late", action="store_true", help='only records whose value has "late": true')
     p.add_argument("--follow", action="store_true", help="then print new records until Ctrl-C")
-    p.add_argument("--bootstrap-servers", default=None, help="Kafka brokers (default: settings)")
+    cli.add_kafka_options(p)
     args = p.parse_args(argv)
     if args.max < 1:
         p.error("-n must be at least 1")
@@ -62,14 +61,9 @@ def line(record) -> str:
 
 
 async def tail(args: argparse.Namespace, out=sys.stdout) -> int:
-    settings = Settings.from_env()
-    if args.bootstrap_servers:
-        settings = dataclasses.replace(settings, kafka_bootstrap_servers=args.bootstrap_servers)
+    settings = cli.settings_from(args)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        **kafka_client_options(settings),
+        isolation_level="read_committed", enable_auto_commit=False, **kafka_connection(settings)
     )
     await consumer.start()
     try:
@@ -119,10 +113,7 @@ async def _behind(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> b
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return asyncio.run(tail(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return cli.run(tail(parse_args(argv)))
 
 
 if __name__ == "__main__":

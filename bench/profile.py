@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+
+from devstack.process import Background
 
 ROOT = Path(__file__).resolve().parent.parent
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -35,24 +36,14 @@ class Profiler:
             raise RuntimeError("--profile needs py-spy (pip install py-spy)")
         self.path = path
         self.log = path.with_suffix(".log")
-        self._log = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.log.unlink(missing_ok=True)  # this recording's lines only
+        self.process = Background(self.log)
         command = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate)]
-        self.proc = subprocess.Popen(
-            [*command, "--nonblocking", "-o", str(path)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        self.process.start([*command, "--nonblocking", "-o", str(path)])
 
     def stop(self) -> Path | None:
         """Ends the recording (SIGINT, as Ctrl-C); the path of the stacks, None if none."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+        self.process.stop(grace_s=60.0, first=signal.SIGINT)
         return self.path if self.path.exists() and self.path.stat().st_size else None
 
 

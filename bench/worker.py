@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bench import kafka
+from devstack.process import Background, stop_together
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +20,7 @@ class WorkerDied(RuntimeError):
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STOP_GRACE_S = 60.0  # after SIGTERM, before SIGKILL
 
 
 def _stat_ticks(pid: int) -> int | None:
@@ -80,41 +80,37 @@ class Worker:
         self.env = env
         self.variant = variant
         self.wrap = wrap or []  # python arguments before the entry: `-m memray run ...`
-        self.proc: subprocess.Popen | None = None
+        self.process = Background(work / "worker.log")
         self.started = 0.0
-        self._log = None
 
     @property
     def log_path(self) -> Path:
-        return self.work / "worker.log"
+        return self.process.log
 
     def start(self) -> Worker:
         entry = ["-m", "faust"] if self.variant is None else ["-m", "bench.variant", self.variant]
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
+        self.process.start(
             [sys.executable, *self.wrap, *entry, "-A", "app", "worker", "-l", "warn"],
-            cwd=ROOT,
             env={**os.environ, **self.env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         return self
 
     def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.process.alive():
             raise WorkerDied(f"the worker exited; see {self.log_path}")
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.process.pid
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time of the worker process and of its live descendants
         (/proc/<pid>/stat utime + stime, plus cutime + cstime of children it reaped)."""
-        if self.proc is None:
+        if self.process.pid is None:
             return None
-        return process_cpu_seconds(self.proc.pid)
+        return process_cpu_seconds(self.process.pid)
 
     def rss_peak_mb(self) -> float | None:
         return self._status_mb("VmHWM:")
@@ -124,7 +120,7 @@ class Worker:
 
     def _status_mb(self, field: str) -> float | None:
         try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
         except OSError:
             return None
         for line in status.splitlines():
@@ -133,24 +129,10 @@ class Worker:
         return None
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self._close_log()
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self.process.stop(grace_s=STOP_GRACE_S)
 
     @property
     def source_group(self) -> str:
@@ -205,7 +187,7 @@ class Worker:
 
 class WorkerGroup:
     """Workers of one app (one consumer group per stage, one lake) on this machine, as
-    one for `Bench.catch_up`: started together, alive together, their commits the
+    one for `bench.catch_up`: started together, alive together, their commits the
     group's."""
 
     def __init__(self, workers: list[Worker]) -> None:
@@ -239,16 +221,6 @@ class WorkerGroup:
         return max((worker.rss_mb() or 0 for worker in self.workers), default=None)
 
     def stop(self) -> None:
-        """SIGTERM to all first, then wait for each: one that hangs must not leave the
-        others running into the next section."""
-        for worker in self.workers:
-            if worker.proc is not None and worker.proc.poll() is None:
-                worker.proc.terminate()
-        failed: list[BaseException] = []
-        for worker in self.workers:
-            try:
-                worker.stop()
-            except Exception as exc:  # each worker is waited for, whatever the one before did
-                failed.append(exc)
-        if failed:
-            raise failed[0]
+        """SIGTERM to all at once: one that hangs must not leave the others running
+        into the next section."""
+        stop_together([worker.process for worker in self.workers], grace_s=STOP_GRACE_S)

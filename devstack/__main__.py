@@ -11,7 +11,7 @@ import sys
 import time
 
 from devstack import live, stack
-from devstack.process import StackError, read_pid, say, spawn, stop_pid, tail
+from devstack.process import Background, StackError, say, tail
 
 APPS = {
     "worker": [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
@@ -19,8 +19,10 @@ APPS = {
 }
 
 
-def _app_pidfile(name: str):
-    return stack.state_dir() / f"{name}.pid"
+def _app(name: str) -> Background:
+    """The worker or the producer `up` runs, its log in the state folder's logs/."""
+    state = stack.state_dir()
+    return Background(state / "logs" / f"{name}.log", state / f"{name}.pid")
 
 
 def cmd_infra(_: argparse.Namespace) -> None:
@@ -60,25 +62,22 @@ def cmd_up(args: argparse.Namespace) -> None:
     env.pop("STATE_DIR", None)
     logs = stack.state_dir() / "logs"
     for name, argv in APPS.items():
-        log = logs / f"{name}.log"
-        if read_pid(_app_pidfile(name)) is None:
-            step(f"{name}: starting, log {log}")
-            spawn(
-                argv + (args.producer_args if name == "producer" else []),
-                log,
-                _app_pidfile(name),
-                env=env,
-            )
+        app = _app(name)
+        pid = app.running_pid()
+        if pid is None:
+            step(f"{name}: starting, log {app.log}")
+            app.start(argv + (args.producer_args if name == "producer" else []), env=env)
         else:
-            step(f"{name}: already running (pid {read_pid(_app_pidfile(name))}), log {log}")
+            step(f"{name}: already running (pid {pid}), log {app.log}")
         if name == "worker":
             step(f"worker: waiting until {web}/readyz says ready (partitions assigned)")
-            _wait_ready(web, log)
+            _wait_ready(web, app)
 
     def stopped() -> int | None:
         for name in APPS:
-            if read_pid(_app_pidfile(name)) is None:
-                say(f"\n{name} has stopped; last lines of its log:\n{tail(logs / f'{name}.log')}")
+            app = _app(name)
+            if app.running_pid() is None:
+                say(f"\n{name} has stopped; last lines of its log:\n{tail(app.log)}")
                 if name == "worker":
                     return 1
         return None
@@ -117,10 +116,11 @@ async def _create_input_topic(settings) -> None:
         await admin.close()
 
 
-def _wait_ready(web: str, log) -> None:
+def _wait_ready(web: str, worker: Background) -> None:
+    log = worker.log
     began = time.monotonic()
     while time.monotonic() - began < READY_TIMEOUT_S:
-        if read_pid(_app_pidfile("worker")) is None:
+        if worker.running_pid() is None:
             raise StackError(
                 f"the worker stopped while starting; last lines of {log}:\n{tail(log)}"
             )
@@ -148,14 +148,7 @@ def cmd_psql(args: argparse.Namespace) -> None:
 
 
 def _stop_apps() -> list[str]:
-    stopped = []
-    for name in APPS:
-        pid = read_pid(_app_pidfile(name))
-        if pid is not None:
-            stop_pid(pid)
-            stopped.append(name)
-        _app_pidfile(name).unlink(missing_ok=True)
-    return stopped
+    return [name for name in APPS if _app(name).stop()]
 
 
 def cmd_down(_: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import probes
-from devstack.process import StackError, read_pid, require, say, spawn, stop_pid, tail, wait_until
+from devstack.process import Background, StackError, require, say
 
 POM = Path(__file__).with_name("pom.xml")
 JAVA_HINT = "Install a JDK 17+ (Debian: `apt-get install openjdk-17-jre-headless`)."
@@ -45,19 +45,19 @@ class KafkaBroker:
         return self.state / "kafka"
 
     @property
-    def pidfile(self) -> Path:
-        return self.home / "kafka.pid"
-
-    @property
     def log(self) -> Path:
         return self.home / "server.log"
+
+    @property
+    def process(self) -> Background:
+        return Background(self.home / "stdout.log", self.home / "kafka.pid")
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
     def running_pid(self) -> int | None:
-        return read_pid(self.pidfile)
+        return self.process.running_pid()
 
     def classpath(self) -> str:
         """Resolve the broker's jars once per pom.xml version; Maven caches them in ~/.m2."""
@@ -171,34 +171,19 @@ class KafkaBroker:
         self._launch(jvm, props, deadline_s)
 
     def _launch(self, jvm: list[str], props: Path, deadline_s: float) -> None:
-        started = time.monotonic()
-        pid = spawn(
+        process = self.process
+        took = process.start_until_ready(
             [*jvm, "kafka.Kafka", str(props)],
-            self.home / "stdout.log",
-            self.pidfile,
-            env={**os.environ, "KAFKA_HEAP_OPTS": ""},
-        )
-        ok = wait_until(
             lambda: probes.is_kafka(self.host, self.port),
             deadline_s,
-            alive=lambda: read_pid(self.pidfile) == pid,
+            f"kafka did not become ready on {self.bootstrap}",
+            env={**os.environ, "KAFKA_HEAP_OPTS": ""},
+            logs=(self.log, process.log),
         )
-        if not ok:
-            stop_pid(pid)
-            raise StackError(
-                f"kafka did not become ready on {self.bootstrap} within {deadline_s:.0f}s.\n"
-                f"Last lines of {self.log}:\n{tail(self.log)}\n"
-                f"Last lines of {self.home / 'stdout.log'}:\n{tail(self.home / 'stdout.log')}"
-            )
-        say(f"kafka: ready on {self.bootstrap} in {time.monotonic() - started:.1f}s")
+        say(f"kafka: ready on {self.bootstrap} in {took:.1f}s")
 
     def stop(self) -> bool:
-        pid = self.running_pid()
-        if pid is None:
-            return False
-        stop_pid(pid, grace_s=30.0)
-        self.pidfile.unlink(missing_ok=True)
-        return True
+        return self.process.stop(grace_s=30.0)
 
 
 def new_cluster_id() -> str:

@@ -174,54 +174,23 @@ class PostgresServer:
         say(f"postgres: ready on {self.host}:{self.port} in {time.monotonic() - started:.1f}s")
 
     def provision(self, bindir: Path) -> None:
+        """DATABASE_URL's role (its password kept current) and database."""
         user, password, db = self.credentials
-        psql = [
-            str(bindir / "psql"),
-            "-h",
-            str(self.socket_dir),
-            "-p",
-            str(self.port),
-            "-U",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qAt",
-        ]
-        role = _literal(user)
-        sql = f"SELECT 'exists' FROM pg_roles WHERE rolname = {role}"
-        exists = self._run([*psql, "-d", "postgres", "-c", sql], "role lookup").stdout.strip()
-        verb = "ALTER" if exists else "CREATE"
-        self._run(
-            [
-                *psql,
-                "-d",
-                "postgres",
-                "-c",
-                f"{verb} ROLE {_ident(user)} LOGIN CREATEDB PASSWORD {_literal(password)}",
-            ],
-            "role setup",
+
+        def sql(statement: str, what: str) -> str:
+            """`statement` run as the superuser over the socket: its output."""
+            psql = [str(bindir / "psql"), "-h", str(self.socket_dir), "-p", str(self.port)]
+            psql += ["-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt", "-d", "postgres"]
+            return self._run([*psql, "-c", statement], what).stdout.strip()
+
+        exists = sql(
+            f"SELECT 'exists' FROM pg_roles WHERE rolname = {_literal(user)}", "role lookup"
         )
-        has_db = self._run(
-            [
-                *psql,
-                "-d",
-                "postgres",
-                "-c",
-                f"SELECT 1 FROM pg_database WHERE datname = {_literal(db)}",
-            ],
-            "database lookup",
-        ).stdout.strip()
-        if not has_db:
-            self._run(
-                [
-                    *psql,
-                    "-d",
-                    "postgres",
-                    "-c",
-                    f"CREATE DATABASE {_ident(db)} OWNER {_ident(user)}",
-                ],
-                "createdb",
-            )
+        verb = "ALTER" if exists else "CREATE"
+        login = f"LOGIN CREATEDB PASSWORD {_literal(password)}"
+        sql(f"{verb} ROLE {_ident(user)} {login}", "role setup")
+        if not sql(f"SELECT 1 FROM pg_database WHERE datname = {_literal(db)}", "database lookup"):
+            sql(f"CREATE DATABASE {_ident(db)} OWNER {_ident(user)}", "createdb")
 
     def stop(self) -> bool:
         if not (self.data / "postmaster.pid").exists():

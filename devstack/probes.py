@@ -25,6 +25,14 @@ def port_free(host: str, port: int) -> bool:
     return not port_open(host, port)
 
 
+def ephemeral_port(host: str = "127.0.0.1") -> int:
+    """A port the system deems free now (bound to port 0 and released): ports handed
+    out one after another differ, unlike a scan from a fixed start."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def next_free_port(host: str, start: int, avoid: set[int] = frozenset()) -> int:
     for port in range(start, start + 200):
         if port not in avoid and port_free(host, port):

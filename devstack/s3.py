@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.process import StackError, read_pid, require, say, spawn, stop_pid, tail, wait_until
+from devstack.process import Background, StackError, require, say
 
 MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSION = "v1.8.0"
@@ -99,19 +99,15 @@ class S3Server:
         return self.home / "data"
 
     @property
-    def pidfile(self) -> Path:
-        return self.home / "versitygw.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.home / "versitygw.log"
+    def process(self) -> Background:
+        return Background(self.home / "versitygw.log", self.home / "versitygw.pid")
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def running_pid(self) -> int | None:
-        return read_pid(self.pidfile)
+        return self.process.running_pid()
 
     def environment(self) -> dict[str, str]:
         """The storage options a lake on this server needs (app/sinks/lake/location.py)."""
@@ -136,39 +132,21 @@ class S3Server:
         self.root.mkdir(parents=True, exist_ok=True)
         for bucket in buckets:
             self.create_bucket(bucket)
-        started = time.monotonic()
         # the keys go through the environment, not the command line (`ps` shows that)
         env = {
             **os.environ,
             "ROOT_ACCESS_KEY": self.access_key,
             "ROOT_SECRET_KEY": self.secret_key,
         }
-        pid = spawn(
+        took = self.process.start_until_ready(
             [str(exe), "--port", f"{self.host}:{self.port}", "posix", str(self.root)],
-            self.log,
-            self.pidfile,
-            env=env,
-        )
-        ok = wait_until(
             lambda: is_s3(self.host, self.port),
             deadline_s,
-            alive=lambda: read_pid(self.pidfile) == pid,
+            f"versitygw did not answer on {self.endpoint}",
+            env=env,
         )
-        if not ok:
-            stop_pid(pid)
-            raise StackError(
-                f"versitygw did not answer on {self.endpoint} within {deadline_s:.0f}s.\n"
-                f"Last lines of {self.log}:\n{tail(self.log)}"
-            )
         (self.home / "port.txt").write_text(str(self.port))
-        say(
-            f"s3: versitygw {VERSION} ready on {self.endpoint} in {time.monotonic() - started:.1f}s"
-        )
+        say(f"s3: versitygw {VERSION} ready on {self.endpoint} in {took:.1f}s")
 
     def stop(self) -> bool:
-        pid = self.running_pid()
-        if pid is None:
-            return False
-        stop_pid(pid, grace_s=10.0)
-        self.pidfile.unlink(missing_ok=True)
-        return True
+        return self.process.stop(grace_s=10.0)

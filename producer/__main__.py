@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 import time
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from app import cli
 from app.events import iso_utc
-from app.settings import Settings, kafka_client_options, parse_duration_ms
+from app.settings import kafka_connection, parse_duration_ms
 from producer.simulator import Simulator
 
 
@@ -39,12 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--topic", default=None, help="topic (default: ACTIVITY_INPUT_TOPIC or user_activity)"
     )
-    p.add_argument(
-        "--bootstrap-servers",
-        default=None,
-        help="Kafka brokers, host:port[,host:port] (default: ACTIVITY_KAFKA_BOOTSTRAP_SERVERS "
-        "or localhost:9092)",
-    )
+    cli.add_kafka_options(p)
     p.add_argument(
         "--quiet",
         action="store_true",
@@ -59,9 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    if args.bootstrap_servers:
-        settings = dataclasses.replace(settings, kafka_bootstrap_servers=args.bootstrap_servers)
+    settings = cli.settings_from(args)
     topic = args.topic or settings.input_topic
     duration_s = parse_duration_ms("--duration", args.duration) / 1000 if args.duration else None
     # A bounded run fits its whole simulated span in the past; an endless one starts
@@ -79,12 +72,7 @@ async def run(args: argparse.Namespace) -> int:
         lateness_ms=parse_duration_ms("--lateness", args.lateness),
         bad_ratio=args.bad_ratio,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        linger_ms=5,
-        acks="all",
-        **kafka_client_options(settings),
-    )
+    producer = AIOKafkaProducer(linger_ms=5, acks="all", **kafka_connection(settings))
     await producer.start()
     sent = late = bad = 0
     began = time.monotonic()
@@ -136,10 +124,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return cli.run(run(parse_args(argv)))
 
 
 if __name__ == "__main__":

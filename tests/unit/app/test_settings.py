@@ -18,7 +18,6 @@ from app.errors import ConfigError
 from app.settings import (
     Settings,
     database_dsn,
-    faust_broker_credentials,
     kafka_client_options,
     kafka_ssl_context,
     mask_url,
@@ -142,7 +141,6 @@ def test_security_defaults_are_plaintext_without_credentials():
     assert s.database_ssl_rootcert is None
     assert kafka_client_options(s) == {"security_protocol": "PLAINTEXT"}
     assert kafka_ssl_context(s) is None
-    assert faust_broker_credentials(s) is None
     assert database_dsn(s.database_url, s.database_ssl_rootcert) == s.database_url
 
 
@@ -186,10 +184,7 @@ def test_inconsistent_security_settings_are_config_errors(environ, message):
         Settings.from_env(environ)
 
 
-def test_sasl_plaintext_maps_to_aiokafka_and_faust_alike():
-    import faust
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
+def test_sasl_plaintext_maps_to_aiokafka_options():
     s = Settings.from_env(SASL)
     options = kafka_client_options(s)
     assert options == {
@@ -198,23 +193,15 @@ def test_sasl_plaintext_maps_to_aiokafka_and_faust_alike():
         "sasl_plain_username": "pipeline",
         "sasl_plain_password": "kafka-s3cret",
     }
-    credentials = faust_broker_credentials(s)
-    assert isinstance(credentials, faust.SASLCredentials)
-    assert "kafka-s3cret" not in repr(credentials)
-    assert credentials_to_aiokafka_auth(credentials) == {**options, "ssl_context": None}
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_scram_mechanisms_pass_through(mechanism):
     s = Settings.from_env({**SASL, "KAFKA_SASL_MECHANISM": mechanism})
     assert kafka_client_options(s)["sasl_mechanism"] == mechanism
-    assert faust_broker_credentials(s).mechanism.value == mechanism
 
 
 def test_ssl_builds_a_verifying_context_from_the_files(certs):
-    import faust
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
     s = Settings.from_env(
         {
             "KAFKA_SECURITY_PROTOCOL": "SSL",
@@ -230,14 +217,9 @@ def test_ssl_builds_a_verifying_context_from_the_files(certs):
                context.get_ca_certs())  # fmt: skip
     options = kafka_client_options(s, ssl_context=context)
     assert options == {"security_protocol": "SSL", "ssl_context": context}
-    credentials = faust_broker_credentials(s, ssl_context=context)
-    assert isinstance(credentials, faust.SSLCredentials)
-    assert credentials_to_aiokafka_auth(credentials) == options
 
 
 def test_sasl_ssl_carries_both(certs):
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
     s = Settings.from_env(
         {**SASL, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SSL_CAFILE": certs["cafile"]}
     )
@@ -246,8 +228,6 @@ def test_sasl_ssl_carries_both(certs):
     assert options["security_protocol"] == "SASL_SSL"
     assert options["ssl_context"] is context
     assert options["sasl_plain_password"] == "kafka-s3cret"
-    credentials = faust_broker_credentials(s, ssl_context=context)
-    assert credentials_to_aiokafka_auth(credentials) == options
 
 
 def test_ssl_without_a_cafile_verifies_against_the_system_cas():

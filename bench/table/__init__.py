@@ -1,0 +1,1 @@
+"""The rows of the benchmark's markdown table, by what they measure."""
