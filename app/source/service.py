@@ -14,7 +14,6 @@ offset and clock are read from the broker and its lake position from the table.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiokafka import TopicPartition
