@@ -21,6 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import cli
+from app.aiokafka_internals import consumer_client
 from app.settings import kafka_connection
 
 # --late looks this far back in each partition for late records
@@ -67,8 +68,8 @@ async def tail(args: argparse.Namespace, out=sys.stdout) -> int:
     )
     await consumer.start()
     try:
-        # the cluster's metadata (aiokafka pinned): an unsubscribed consumer keeps none
-        cluster = await consumer._client.fetch_all_metadata()
+        # the cluster's metadata: an unsubscribed consumer keeps none
+        cluster = await consumer_client(consumer).fetch_all_metadata()
         partitions = cluster.partitions_for_topic(args.topic)
         if not partitions:
             print(f"no topic {args.topic!r} at {settings.kafka_bootstrap_servers}", file=sys.stderr)
