@@ -59,9 +59,9 @@ class Worker:
     outages: Outages
 
     def sinks(self) -> list[Sink]:
-        """Every sink; the Kafka outputs exist once the source stage has started."""
-        source = self.source
-        return [s for s in (source.outputs, source.lake, self.postgres) if s is not None]
+        """Every sink of both stages; the Kafka outputs exist once the source stage has
+        started."""
+        return [*(self.source.sinks or [self.source.lake]), *self.stateful.sinks]
 
 
 def default_to_uvloop() -> None:
