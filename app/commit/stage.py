@@ -271,16 +271,22 @@ class BatchStage(SupervisedLoop):
     async def reopen(self, partition: int) -> None:
         """After a failed or fenced commit: open the partition again from what Kafka
         holds; the task it replaces hands over what it may keep (a store, a buffer)."""
+        self.fenced.pop(partition, None)
         previous = self.tasks.pop(partition, None)
         if previous is not None:
             await previous.checkpoint.close()
-        await self.open_tasks([partition], {} if previous is None else {partition: previous})
+        try:
+            await self.open_tasks([partition], {} if previous is None else {partition: previous})
+        except Exception as exc:  # tried again with backoff; the other partitions go on
+            self.open_failed(partition, exc)
 
     def opened(self, task: PartitionTask) -> None:
         """`task` is open: it takes its partition's input from `read_next` on."""
         self.tasks[task.partition] = task
         self.fenced.pop(task.partition, None)
         self.unopened.discard(task.partition)
+        self._opening.pop(task.partition, None)
+        self._open_failures.pop(task.partition, None)
         self._generation += 1
         tp = TopicPartition(self.topic, task.partition)
         self.consumer.seek(tp, task.read_next)

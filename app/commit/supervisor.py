@@ -98,23 +98,32 @@ class SupervisedLoop(Service):
             try:
                 await self.open_partition(partition)
             except Exception as exc:
-                self.loop_errors += 1
-                self.last_loop_error = f"{type(exc).__name__}: {exc}"[:500]
-                failures = self._open_failures.get(partition, 0) + 1
-                self._open_failures[partition] = failures
-                delay = min(30.0, 2.0 ** (failures - 1))
-                self._opening[partition] = (since, time.monotonic() + delay)
-                log.exception(
-                    "%s: opening partition %d failed (%d times); trying again in %.0fs",
-                    self.name,
-                    partition,
-                    failures,
-                    delay,
-                )
+                self.open_failed(partition, exc, since)
                 continue
             self.unopened.discard(partition)
             self._opening.pop(partition, None)
             self._open_failures.pop(partition, None)
+
+    def open_failed(self, partition: int, exc: Exception, since: float | None = None) -> None:
+        """An opening of `partition` failed: logged, counted, and tried again by
+        `open_unopened` after a backoff that grows with each failure."""
+        self.unopened.add(partition)
+        self.loop_errors += 1
+        self.last_loop_error = f"{type(exc).__name__}: {exc}"[:500]
+        failures = self._open_failures.get(partition, 0) + 1
+        self._open_failures[partition] = failures
+        delay = min(30.0, 2.0 ** (failures - 1))
+        if since is None:
+            since = self._opening.get(partition, (time.monotonic(), 0.0))[0]
+        self._opening[partition] = (since, time.monotonic() + delay)
+        log.error(
+            "%s: opening partition %d failed (%d times); trying again in %.0fs",
+            self.name,
+            partition,
+            failures,
+            delay,
+            exc_info=exc,
+        )
 
     def not_opened(self) -> list[tuple[int, float]]:
         """(partition, seconds) of partitions assigned here that have not opened for

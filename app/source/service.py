@@ -216,14 +216,17 @@ class SourceStage(BatchStage):
         stands: dict[str, tuple[int, int]],
         committed_at: tuple[int, int],
     ) -> None:
-        """Read `partition` from the lowest of its sinks' positions, with that clock."""
+        """Open `partition`'s task, read from the lowest of its sinks' positions."""
+        reader = self._reader(partition, stands)
+        self.opened(SourcePartition(partition, reader, checkpoint, committed_at, self.wiring))
+        failpoints.reach("recovering")
+
+    def _reader(self, partition: int, stands: dict[str, tuple[int, int]]) -> PartitionReader:
+        """A reader from the lowest of the sinks' positions, with the clock kept there."""
         start, stream_time = min(stands.values(), key=lambda position: position[0])
         clock = SourceClock(self.settings.lateness_ms, stream_time)
         kafka, lake = stands["kafka"][0], stands["lake"][0]
-        reader = PartitionReader(partition, clock, start, kafka, lake)
         self.marks.forget(partition)
-        self.opened(SourcePartition(partition, reader, checkpoint, committed_at, self.wiring))
-        failpoints.reach("recovering")
         log.info(
             "source: partition %d from offset %d (Kafka outputs from %d, lake from %d)",
             partition,
@@ -231,6 +234,7 @@ class SourceStage(BatchStage):
             kafka,
             lake,
         )
+        return PartitionReader(partition, clock, start, kafka, lake)
 
     # -- the loop's turn -------------------------------------------------------
 
@@ -259,8 +263,9 @@ class SourceStage(BatchStage):
         if task is None:
             return
         self.lake.rows.drop({partition})
-        reader = task.reader
-        kafka = (reader.next_offset, reader.clock.stream_time)
-        stands = {"kafka": kafka, "lake": lake}
-        self._position(partition, task.checkpoint, stands, task.committed_at)
+        kafka = (task.reader.next_offset, task.reader.clock.stream_time)
+        # the same task, its checkpoint and its state (fenced, say) kept: a new reader
+        task.reader = self._reader(partition, {"kafka": kafka, "lake": lake})
+        self._generation += 1
+        self.consumer.seek(TopicPartition(self.topic, partition), task.read_next)
         self.lake.repositioned(partition)

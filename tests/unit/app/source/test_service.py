@@ -132,6 +132,63 @@ async def test_a_fenced_partition_commits_nothing_and_is_opened_again_if_still_a
     exactly_once(kafka, 60)
 
 
+async def test_a_fenced_partition_whose_lake_moved_stays_fenced_and_is_opened_again(
+    tmp_path, monkeypatch
+):
+    """The worker that fenced this one also writes the lake, so the lake says it moved
+    before the fenced partition is opened again: it must stay fenced (paused, its
+    closed checkpoint unused) and be opened again as any fenced partition."""
+    kafka, a = await owner_of_both(tmp_path)
+    await step(a)
+    send(kafka, 20, start=20)
+    await a.poll(commit=False)
+    b = await started(kafka, tmp_path / "a")
+    await kafka.assign(b.consumer, {0, 1})
+    await a.poll(commit=True)
+    assert set(a.fenced) == {0, 1}
+    a.lake_moved(0, (0, a.tasks[0].reader.clock.stream_time))
+    assert set(a.fenced) == {0, 1} and a.tasks[0].checkpoint.closed
+    await step(b)
+    exactly_once(kafka, 40)
+    monkeypatch.setattr(stage_module, "REOPEN_FENCED_S", 0.0)
+    send(kafka, 20, start=40)
+    await a.poll(commit=False)
+    assert not a.fenced and not a.tasks[0].checkpoint.closed
+    await step(a)
+    exactly_once(kafka, 60)
+    assert a.uncommitted() == {}
+
+
+async def test_a_reopening_that_fails_is_tried_again_with_backoff_and_holds_no_other_back(
+    tmp_path, monkeypatch
+):
+    kafka, stage = await owner_of_both(tmp_path)
+    await step(stage)
+    exactly_once(kafka, 20)
+    opened = stage.open_tasks
+
+    async def open_(partitions, *args, **kwargs):
+        raise OSError("the lake cannot be read")
+
+    monkeypatch.setattr(stage, "open_tasks", open_)
+    send(kafka, 20, start=20)
+    kafka.fail("commit")  # one partition's commit fails: it is opened again, and fails
+    await stage.poll(commit=False)
+    await stage.poll(commit=True)  # no exception escapes the turn
+    failed = stage.unopened
+    assert len(failed) == 1 and stage.loop_errors == 1 and not stage.fenced
+    survivor = ({0, 1} - failed).pop()
+    assert survivor in stage.tasks  # not abandoned
+    monkeypatch.setattr(stage, "open_tasks", opened)
+    await stage.open_unopened()  # the supervisor, once its backoff allows
+    assert stage.unopened == failed  # not yet: backoff
+    stage._opening = {p: (since, 0.0) for p, (since, _) in stage._opening.items()}
+    await stage.open_unopened()
+    assert not stage.unopened
+    await step(stage)
+    exactly_once(kafka, 40)
+
+
 async def test_an_unexpected_error_in_the_loop_is_logged_and_the_loop_goes_on(
     tmp_path, monkeypatch, caplog
 ):
