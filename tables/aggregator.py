@@ -1,4 +1,5 @@
-"""All stateful logic of one user-keyed partition: windows, distinct users, sessions.
+"""All stateful logic of one user-keyed partition: the windows of tables/windows.py
+(counted by tables/window_counts.py) and sessions.
 
 Pure and synchronous: the stateful stage feeds it events and watermark marks, then
 takes the changed keys to persist (its changelog and RocksDB store, app/stateful/) and
@@ -19,13 +20,8 @@ from typing import Any
 
 from tables import sessions as sm
 from tables.watermark import NO_TIME, MergedWatermark
-from tables.windows import (
-    ACTIVE_USERS_WINDOW_MS,
-    MINUTE_MS,
-    PAGE_VIEW_WINDOW_MS,
-    new_window_starts_for_minute,
-    tumbling_start,
-)
+from tables.window_counts import PageCounts, UserCounts, WindowCounts, WindowRows, counter
+from tables.windows import MINUTE_MS, WINDOWS, WindowSpec, tumbling_start
 
 # Closed windows stay in state this long after their end, so that a restart or a
 # rebalance within that time upserts their final value again with the open rows.
@@ -38,16 +34,11 @@ Pending = tuple[int, int, int, str]  # (event_time, source partition, offset, ev
 class Changes:
     """What one batch changed: rows for PostgreSQL, keys for the state tables."""
 
-    page_views: dict[tuple[int, str], int] = field(default_factory=dict)
-    active_users: dict[int, int] = field(default_factory=dict)
+    # by window name (WindowSpec.name), every window of the aggregator's
+    windows: dict[str, WindowRows] = field(default_factory=lambda: empty_rows(WINDOWS))
+    # a session row is final when its status is not ACTIVE
     sessions: dict[tuple[str, int], sm.SessionRow] = field(default_factory=dict)
-    # windows whose value in `page_views` / `active_users` is final (the watermark
-    # passed their end); a session row is final when its status is not ACTIVE
-    final_page_views: set[tuple[int, str]] = field(default_factory=set)
-    final_active: set[int] = field(default_factory=set)
     users: set[str] = field(default_factory=set)
-    dropped_page_views: set[tuple[int, str]] = field(default_factory=set)
-    dropped_active: set[int] = field(default_factory=set)
     dropped_users: set[str] = field(default_factory=set)
     # session events that started or stopped waiting for the watermark: each is a key
     # of its own in the state, so an event costs two small records, not a rewrite of
@@ -59,9 +50,16 @@ class Changes:
 
     def any_change(self) -> bool:
         """Whether there is anything for the state or PostgreSQL."""
-        return self.clock or any(
-            getattr(self, name) for name in self.__dataclass_fields__ if name != "clock"
+        return (
+            self.clock
+            or any(self.windows.values())
+            or bool(self.sessions or self.users or self.dropped_users)
+            or bool(self.pending_added or self.pending_released)
         )
+
+
+def empty_rows(windows: tuple[WindowSpec, ...]) -> dict[str, WindowRows]:
+    return {spec.name: WindowRows() for spec in windows}
 
 
 @dataclass(slots=True)
@@ -75,17 +73,26 @@ class UserState:
 
 
 class PartitionAggregator:
-    def __init__(self, timeout_ms: int, sources: int = 1) -> None:
+    def __init__(
+        self, timeout_ms: int, sources: int = 1, windows: tuple[WindowSpec, ...] = WINDOWS
+    ) -> None:
         self.timeout_ms = timeout_ms
         self.clock = MergedWatermark(sources=sources)
         self.applied: dict[int, int] = {}  # source partition -> last applied offset
-        self.page_views: dict[tuple[int, str], int] = {}
-        self.active: dict[int, int] = {}
-        # window starts, sorted, and the pages counted in each: a watermark step visits
-        # only the windows it closes, not every window held
-        self._pv_starts: list[int] = []
-        self._pv_pages: dict[int, list[str]] = {}
-        self._au_starts: list[int] = []
+        self.specs = windows
+        self.windows: dict[str, WindowCounts] = {spec.name: counter(spec) for spec in windows}
+        self._by_prefix = {c.spec.prefix: c for c in self.windows.values()}
+        if len(self._by_prefix) < len(windows) or len(self.windows) < len(windows):
+            raise ValueError("two windows share a name or a state key prefix")
+        # resolved once: `add` runs for every event
+        by_type: dict[str, list[PageCounts]] = {}
+        for c in self.windows.values():
+            if isinstance(c, PageCounts):
+                by_type.setdefault(c.spec.counts, []).append(c)
+        self._page_counts = {event_type: tuple(cs) for event_type, cs in by_type.items()}
+        self._user_counts = tuple(c for c in self.windows.values() if isinstance(c, UserCounts))
+        # a user's minutes matter while an open window of distinct users can hold them
+        self._minutes_kept_ms = max((c.spec.size_ms for c in self._user_counts), default=0)
         self.users: dict[str, UserState] = {}
         self.late_at_merge = 0
         # One heap entry per user at most in each heap: the time it is due, which the
@@ -95,7 +102,13 @@ class PartitionAggregator:
         self._expiry_heap: list[tuple[int, str]] = []  # (open session's deadline, user)
         self._expiry_due: dict[str, int] = {}
         self._last_prune = NO_TIME
-        self.changes = Changes()
+        self.changes = self._new_changes()
+
+    def _new_changes(self) -> Changes:
+        changes = Changes(windows=empty_rows(self.specs))
+        for name, rows in changes.windows.items():
+            self.windows[name].changed = rows
+        return changes
 
     @property
     def watermark(self) -> int:
@@ -120,44 +133,27 @@ class PartitionAggregator:
         if t_ms < self.clock.value:
             self.late_at_merge += 1
             return False
-        if event_type == "page_view":
-            start = tumbling_start(t_ms, PAGE_VIEW_WINDOW_MS)
-            key = (start, page_url)
-            count = self.page_views.get(key)
-            if count is None:
-                count = 0
-                self._index_page(start, page_url)
-            self.page_views[key] = count = count + 1
-            self.changes.page_views[key] = count
+        counters = self._page_counts.get(event_type)
+        if counters is not None:
+            for window in counters:
+                window.add(t_ms, page_url)
         user = self.users.get(user_id)
         if user is None:
             user = self.users[user_id] = UserState()
             # pruned earlier in this batch and back again: persist the new state, or the
             # deletion would be written after it (`snapshot`) and a restore lose it
             self.changes.dropped_users.discard(user_id)
-        minute = tumbling_start(t_ms, MINUTE_MS)
+        minute = t_ms - t_ms % MINUTE_MS
         if minute not in user.minutes:
             self.changes.users.add(user_id)
-            for start in new_window_starts_for_minute(minute, user.minutes):
-                count = self.active.get(start)
-                if count is None:
-                    count = 0
-                    insort(self._au_starts, start)
-                self.active[start] = count = count + 1
-                self.changes.active_users[start] = count
+            for window in self._user_counts:
+                window.add_minute(minute, user.minutes)
             insort(user.minutes, minute)
         event = (t_ms, source, offset, event_type)
         user.pending.append(event)
         self.changes.pending_added[(user_id, event)] = None
         self._schedule_pending(user_id, t_ms)
         return True
-
-    def _index_page(self, start: int, page_url: str) -> None:
-        pages = self._pv_pages.get(start)
-        if pages is None:
-            pages = self._pv_pages[start] = []
-            insort(self._pv_starts, start)
-        pages.append(page_url)
 
     def _schedule_pending(self, user_id: str, t_ms: int) -> None:
         due = self._pending_due.get(user_id)
@@ -194,7 +190,8 @@ class PartitionAggregator:
         wm = self.clock.value
         self._release_sessions(wm)
         self._expire_sessions(wm)
-        self._finalise_windows(before, wm)
+        for window in self.windows.values():
+            window.finalise(before, wm)
         if wm - self._last_prune >= 5 * MINUTE_MS:
             self._prune_users(wm)
             self._last_prune = wm
@@ -248,42 +245,9 @@ class PartitionAggregator:
         for row in rows:
             self.changes.sessions[(row.user_id, row.start)] = row
 
-    def _finalise_windows(self, before: int, wm: int) -> None:
-        """The windows whose end the watermark passed in this step: (before, wm]."""
-        changes = self.changes
-        starts = self._pv_starts
-        first = bisect_right(starts, before - PAGE_VIEW_WINDOW_MS)
-        for start in starts[first : bisect_right(starts, wm - PAGE_VIEW_WINDOW_MS)]:
-            for url in self._pv_pages[start]:
-                key = (start, url)
-                changes.page_views[key] = self.page_views[key]  # its final value
-                changes.final_page_views.add(key)
-        starts = self._au_starts
-        first = bisect_right(starts, before - ACTIVE_USERS_WINDOW_MS)
-        for start in starts[first : bisect_right(starts, wm - ACTIVE_USERS_WINDOW_MS)]:
-            changes.active_users[start] = self.active[start]
-            changes.final_active.add(start)
-
-    def _drop_retired(self) -> None:
-        """Forget closed windows once kept RETAIN_CLOSED_MS past their end."""
-        wm = self.clock.value
-        pv_horizon = wm - PAGE_VIEW_WINDOW_MS - RETAIN_CLOSED_MS
-        starts = self._pv_starts
-        while starts and starts[0] <= pv_horizon:
-            start = starts.pop(0)
-            for url in self._pv_pages.pop(start):
-                del self.page_views[(start, url)]
-                self.changes.dropped_page_views.add((start, url))
-        au_horizon = wm - ACTIVE_USERS_WINDOW_MS - RETAIN_CLOSED_MS
-        starts = self._au_starts
-        while starts and starts[0] <= au_horizon:
-            start = starts.pop(0)
-            del self.active[start]
-            self.changes.dropped_active.add(start)
-
     def _prune_users(self, wm: int) -> None:
-        # A minute matters while some open window [s, s + 5 min) can still contain it.
-        horizon = tumbling_start(wm, MINUTE_MS) - ACTIVE_USERS_WINDOW_MS
+        # A minute matters while some open window [s, s + size) can still contain it.
+        horizon = tumbling_start(wm, MINUTE_MS) - self._minutes_kept_ms
         for user_id in list(self.users):
             user = self.users[user_id]
             kept = [m for m in user.minutes if m >= horizon]
@@ -296,24 +260,17 @@ class PartitionAggregator:
                 self.changes.users.discard(user_id)
 
     # -- persistence ---------------------------------------------------------
-    # The state format: `snapshot` names each changed key (`pv|<start>|<url>`,
-    # `au|<start>`, `u|<user>`, `e|<user>|<source>|<offset>` for a session event
-    # waiting for the watermark; None deletes it), `checkpoint` is what a batch's
+    # The state format: `snapshot` names each changed key (`<prefix>|<start>[|<url>]`
+    # for a window's count, WindowSpec.state_key: `pv|<start>|<url>`, `au|<start>`;
+    # `u|<user>`, `e|<user>|<source>|<offset>` for a session event waiting for the
+    # watermark; None deletes it), `checkpoint` is what a batch's
     # commit record holds, and `restore` reads both back.
 
     def snapshot(self, changes: Changes) -> dict[str, Any]:
         """The changed keys of one batch and their new values (None: deleted)."""
         out: dict[str, Any] = {}
-        for key in changes.page_views:
-            if key in self.page_views:
-                out[f"pv|{key[0]}|{key[1]}"] = self.page_views[key]
-        for start in changes.active_users:
-            if start in self.active:
-                out[f"au|{start}"] = self.active[start]
-        for start, url in changes.dropped_page_views:
-            out[f"pv|{start}|{url}"] = None
-        for start in changes.dropped_active:
-            out[f"au|{start}"] = None
+        for name, rows in changes.windows.items():
+            self.windows[name].snapshot(rows, out)
         for user_id in changes.users:
             user = self.users.get(user_id)
             if user is not None:
@@ -326,18 +283,6 @@ class PartitionAggregator:
         for user_id, (_, source, offset, _) in changes.pending_released:
             out[_pending_key(user_id, source, offset)] = None
         return out
-
-    def snapshot_all(self) -> dict[str, Any]:
-        """Every key of the state and its value, as `snapshot` names them."""
-        every = Changes(
-            page_views=dict.fromkeys(self.page_views, 0),
-            active_users=dict.fromkeys(self.active, 0),
-            users=set(self.users),
-            pending_added=dict.fromkeys(
-                (u, e) for u, user in self.users.items() for e in user.pending
-            ),
-        )
-        return self.snapshot(every)
 
     def checkpoint(self, input_offset: int) -> dict[str, Any]:
         """The clocks and positions that go with a snapshot; `input_offset`: the next
@@ -366,13 +311,8 @@ class PartitionAggregator:
         users: dict[str, UserState] = {}
         for name, value in values.items():
             kind, _, rest = name.partition("|")
-            if kind == "pv":
-                start, _, url = rest.partition("|")
-                self.page_views[(int(start), url)] = value
-                self._index_page(int(start), url)
-            elif kind == "au":
-                self.active[int(rest)] = value
-                insort(self._au_starts, int(rest))
+            if kind in self._by_prefix:
+                self._by_prefix[kind].restore(rest, value)
             elif kind == "u":
                 minutes, session = value
                 user = users.setdefault(rest, UserState())
@@ -390,8 +330,10 @@ class PartitionAggregator:
             self.restore_user(user_id, user)
 
     def take_changes(self) -> Changes:
-        self._drop_retired()
-        changes, self.changes = self.changes, Changes()
+        wm = self.clock.value
+        for window in self.windows.values():
+            window.drop_retired(wm, RETAIN_CLOSED_MS)
+        changes, self.changes = self.changes, self._new_changes()
         return changes
 
     def restore_user(self, user_id: str, state: UserState) -> None:
@@ -404,7 +346,9 @@ class PartitionAggregator:
     def open_rows(self) -> Changes:
         """Every window this partition holds and its open sessions, to re-upsert after an
         assignment (closed sessions are the outbox's)."""
-        rows = Changes(page_views=dict(self.page_views), active_users=dict(self.active))
+        rows = Changes(
+            windows={name: WindowRows(rows=dict(c.counts)) for name, c in self.windows.items()}
+        )
         for user_id, user in self.users.items():
             if user.session is not None:
                 row = sm.SessionRow(user_id, user.session.start, None, sm.ACTIVE)
