@@ -10,10 +10,7 @@ from tables.windows import ACTIVE_USERS, PAGE_VIEWS
 def changes(
     page_views=None, active_users=None, sessions=None, final_page_views=(), final_active=()
 ) -> Changes:
-    return Changes(
-        windows={
-            PAGE_VIEWS.name: WindowRows(dict(page_views or {}), set(final_page_views)),
-            ACTIVE_USERS.name: WindowRows(dict(active_users or {}), set(final_active)),
-        },
-        sessions=dict(sessions or {}),
-    )
+    made = Changes(sessions=dict(sessions or {}))  # every window's rows, empty
+    made.windows[PAGE_VIEWS.name] = WindowRows(dict(page_views or {}), set(final_page_views))
+    made.windows[ACTIVE_USERS.name] = WindowRows(dict(active_users or {}), set(final_active))
+    return made

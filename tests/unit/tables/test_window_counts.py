@@ -15,11 +15,13 @@ from tables.windows import ACTIVE_USERS, DISTINCT_USERS, PAGE_VIEWS, WINDOWS
 MIN = 60_000
 T = 1_769_679_060_000  # 2026-01-29T09:31:00Z, a minute boundary
 VIEWS_10M = replace(
-    PAGE_VIEWS, name="page_views_10m", prefix="pv10m", size_ms=10 * MIN, hop_ms=10 * MIN
+    PAGE_VIEWS, name="test_views_10m", prefix="tpv10m", size_ms=10 * MIN, hop_ms=10 * MIN
 )
-CLICKS_3M = replace(PAGE_VIEWS, name="clicks_3m", prefix="cl", counts="click", size_ms=3 * MIN)
+CLICKS_3M = replace(
+    PAGE_VIEWS, name="test_clicks_3m", prefix="tcl3m", counts="click", size_ms=3 * MIN
+)
 USERS_10M = replace(
-    ACTIVE_USERS, name="users_10m", prefix="au10m", size_ms=10 * MIN, hop_ms=10 * MIN
+    ACTIVE_USERS, name="test_users_10m", prefix="tau10m", size_ms=10 * MIN, hop_ms=10 * MIN
 )
 EXTRA = (VIEWS_10M, CLICKS_3M, USERS_10M)
 SHAPES = {spec.name: (spec.size_ms, spec.hop_ms, spec.counts) for spec in (*WINDOWS, *EXTRA)}
@@ -76,16 +78,16 @@ def test_windows_become_final_at_their_own_end_and_leave_after_the_retention():
     agg.take_changes()
     agg.mark(0, T + MIN, False, 1, 0.0)
     final = {name: rows.final for name, rows in agg.take_changes().windows.items()}
-    assert final["page_views"] == {(T, "/a")} and not final["page_views_10m"]
-    assert final["clicks_3m"] == {(T - 2 * MIN, "/a")}  # the one hopping window ending by then
+    assert final["page_views"] == {(T, "/a")} and not final["test_views_10m"]
+    assert final["test_clicks_3m"] == {(T - 2 * MIN, "/a")}  # the one hopping window ending by then
     start_10m = T - T % (10 * MIN)
     agg.mark(0, start_10m + 10 * MIN, False, 1, 0.0)
     final = {name: rows.final for name, rows in agg.take_changes().windows.items()}
-    assert final["page_views_10m"] == {(start_10m, "/a")}
-    assert final["users_10m"] == {start_10m}
+    assert final["test_views_10m"] == {(start_10m, "/a")}
+    assert final["test_users_10m"] == {start_10m}
     agg.mark(0, start_10m + 10 * MIN + RETAIN_CLOSED_MS, False, 1, 0.0)
     changes = agg.take_changes()
-    assert changes.windows["page_views_10m"].dropped == {(start_10m, "/a")}
+    assert changes.windows["test_views_10m"].dropped == {(start_10m, "/a")}
     assert all(not window.counts for window in agg.windows.values())
 
 
@@ -93,7 +95,8 @@ def test_a_restore_from_the_persisted_keys_holds_every_window_again():
     evs = events(7)
     agg = fed(evs)
     state = {k: v for k, v in agg.snapshot(agg.take_changes()).items() if v is not None}
-    assert {k.split("|")[0] for k in state} == {"pv", "au", "pv10m", "cl", "au10m", "u", "e"}
+    prefixes = {spec.prefix for spec in (*WINDOWS, *EXTRA)}
+    assert {k.split("|")[0] for k in state} == prefixes | {"u", "e"}
     restored = PartitionAggregator(15 * MIN, windows=(*WINDOWS, *EXTRA))
     restored.restore(agg.checkpoint(len(evs)), state, 0.0)
     assert restored.open_rows() == agg.open_rows()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tables.windows import (
     ACTIVE_USERS,
     PAGE_VIEWS,
+    WINDOWS,
     hopping_starts,
     layout_tag,
     new_window_starts_for_minute,
@@ -118,7 +119,8 @@ def test_first_time_windows_of_any_minute_hop_are_those_holding_no_earlier_minut
 
 
 def test_the_layout_of_the_two_windows_names_the_same_state_as_before_windows_were_data():
-    assert layout_tag() == "pv60s-au300s-hop60s"
+    assert WINDOWS[:2] == (PAGE_VIEWS, ACTIVE_USERS)
+    assert layout_tag(WINDOWS[:2]) == "pv60s-au300s-hop60s"
     assert layout_tag((PAGE_VIEWS,)) == "pv60s"
 
 
