@@ -5,7 +5,14 @@ Pure and synchronous: the stateful stage feeds it events and watermark marks, th
 takes the changed keys to persist (its changelog and RocksDB store, app/stateful/) and
 the rows to upsert (PostgreSQL).
 Window counts are applied on arrival (they commute); session events wait until the
-merged watermark passes them and are then applied in event-time order.
+merged watermark passes them (tables/session_queue.py) and are then applied in
+event-time order.
+
+The state format: `snapshot` names each changed key (`<prefix>|<start>[|<url>]` for a
+window's count, WindowSpec.state_key: `pv|<start>|<url>`, `au|<start>`; `u|<user>`;
+`e|<user>|<source>|<offset>` for a session event waiting for the watermark; None
+deletes it), `checkpoint` is what a batch's commit record holds, and `restore` reads
+both back.
 
 It knows nothing of sinks: `Changes` says which rows became final, and keeping those
 until PostgreSQL has them is app/stateful/outbox.py's job.
@@ -13,14 +20,14 @@ until PostgreSQL has them is app/stateful/outbox.py's job.
 
 from __future__ import annotations
 
-import heapq
-from bisect import bisect_right, insort
+from bisect import insort
 from dataclasses import dataclass, field
 from typing import Any
 
 from tables import sessions as sm
+from tables.session_queue import SessionQueue
 from tables.watermark import NO_TIME, MergedWatermark
-from tables.window_counts import PageCounts, UserCounts, WindowCounts, WindowRows, counter
+from tables.window_counts import UserCounts, WindowRows, by_event_type, counters
 from tables.windows import MINUTE_MS, WINDOWS, WindowSpec, tumbling_start
 
 # Closed windows stay in state this long after their end, so that a restart or a
@@ -76,38 +83,25 @@ class PartitionAggregator:
     def __init__(
         self, timeout_ms: int, sources: int = 1, windows: tuple[WindowSpec, ...] = WINDOWS
     ) -> None:
-        self.timeout_ms = timeout_ms
         self.clock = MergedWatermark(sources=sources)
         self.applied: dict[int, int] = {}  # source partition -> last applied offset
-        self.specs = windows
-        self.windows: dict[str, WindowCounts] = {spec.name: counter(spec) for spec in windows}
+        self.windows = counters(windows)
         self._by_prefix = {c.spec.prefix: c for c in self.windows.values()}
-        if len(self._by_prefix) < len(windows) or len(self.windows) < len(windows):
-            raise ValueError("two windows share a name or a state key prefix")
         # resolved once: `add` runs for every event
-        by_type: dict[str, list[PageCounts]] = {}
-        for c in self.windows.values():
-            if isinstance(c, PageCounts):
-                by_type.setdefault(c.spec.counts, []).append(c)
-        self._page_counts = {event_type: tuple(cs) for event_type, cs in by_type.items()}
+        self._page_counts = by_event_type(self.windows.values())
         self._user_counts = tuple(c for c in self.windows.values() if isinstance(c, UserCounts))
         # a user's minutes matter while an open window of distinct users can hold them
         self._minutes_kept_ms = max((c.spec.size_ms for c in self._user_counts), default=0)
         self.users: dict[str, UserState] = {}
         self.late_at_merge = 0
-        # One heap entry per user at most in each heap: the time it is due, which the
-        # dict beside it holds; an entry whose time no longer matches is skipped.
-        self._pending_heap: list[tuple[int, str]] = []  # (earliest pending event, user)
-        self._pending_due: dict[str, int] = {}
-        self._expiry_heap: list[tuple[int, str]] = []  # (open session's deadline, user)
-        self._expiry_due: dict[str, int] = {}
+        self.session_queue = SessionQueue(timeout_ms)
         self._last_prune = NO_TIME
         self.changes = self._new_changes()
 
     def _new_changes(self) -> Changes:
-        changes = Changes(windows=empty_rows(self.specs))
-        for name, rows in changes.windows.items():
-            self.windows[name].changed = rows
+        changes = Changes(windows={})
+        for name, window in self.windows.items():
+            window.changed = changes.windows[name] = WindowRows()
         return changes
 
     @property
@@ -152,22 +146,8 @@ class PartitionAggregator:
         event = (t_ms, source, offset, event_type)
         user.pending.append(event)
         self.changes.pending_added[(user_id, event)] = None
-        self._schedule_pending(user_id, t_ms)
+        self.session_queue.wait(user_id, t_ms)
         return True
-
-    def _schedule_pending(self, user_id: str, t_ms: int) -> None:
-        due = self._pending_due.get(user_id)
-        if due is None or t_ms < due:
-            self._pending_due[user_id] = t_ms
-            heapq.heappush(self._pending_heap, (t_ms, user_id))
-
-    def _schedule_expiry(self, user_id: str, deadline: int) -> None:
-        """A deadline only moves later (a session's last event only grows, and a new
-        session starts after the one before), so an earlier entry stays and is pushed
-        again when it comes up (`_expire_sessions`)."""
-        if user_id not in self._expiry_due:
-            self._expiry_due[user_id] = deadline
-            heapq.heappush(self._expiry_heap, (deadline, user_id))
 
     def mark(self, source: int, watermark: int, idle: bool, sources: int, wall_s: float) -> None:
         before = self.clock.value
@@ -188,62 +168,13 @@ class PartitionAggregator:
 
     def _advance(self, before: int) -> None:
         wm = self.clock.value
-        self._release_sessions(wm)
-        self._expire_sessions(wm)
+        self.session_queue.release(wm, self.users, self.changes)
+        self.session_queue.expire(wm, self.users, self.changes)
         for window in self.windows.values():
             window.finalise(before, wm)
         if wm - self._last_prune >= 5 * MINUTE_MS:
             self._prune_users(wm)
             self._last_prune = wm
-
-    def _release_sessions(self, wm: int) -> None:
-        heap, due = self._pending_heap, self._pending_due
-        while heap and heap[0][0] < wm:
-            t_ms, user_id = heapq.heappop(heap)
-            if due.get(user_id) != t_ms:
-                continue  # superseded by an earlier entry for this user
-            del due[user_id]
-            user = self.users.get(user_id)
-            if user is None or not user.pending:
-                continue
-            user.pending.sort()
-            cut = bisect_right(user.pending, (wm,))  # events before wm: (t, ...) < (wm,)
-            ready, user.pending = user.pending[:cut], user.pending[cut:]
-            added, released = self.changes.pending_added, self.changes.pending_released
-            for event in ready:
-                if added.pop((user_id, event), True):  # written by an earlier commit
-                    released.append((user_id, event))
-                t_ms, _, _, event_type = event
-                user.session, rows = sm.apply(
-                    user_id, user.session, t_ms, event_type, self.timeout_ms
-                )
-                self._emit(rows)
-            if user.pending:
-                self._schedule_pending(user_id, user.pending[0][0])
-            if user.session is not None:
-                self._schedule_expiry(user_id, user.session.last + self.timeout_ms)
-            self.changes.users.add(user_id)
-
-    def _expire_sessions(self, wm: int) -> None:
-        heap, due = self._expiry_heap, self._expiry_due
-        while heap and heap[0][0] <= wm:
-            _, user_id = heapq.heappop(heap)
-            del due[user_id]
-            user = self.users.get(user_id)
-            if user is None or user.session is None:
-                continue
-            deadline = user.session.last + self.timeout_ms
-            if deadline > wm:
-                self._schedule_expiry(user_id, deadline)  # extended since it was pushed
-                continue
-            user.session, row = sm.expire(user_id, user.session, wm, self.timeout_ms)
-            if row is not None:
-                self._emit([row])
-                self.changes.users.add(user_id)
-
-    def _emit(self, rows: list[sm.SessionRow]) -> None:
-        for row in rows:
-            self.changes.sessions[(row.user_id, row.start)] = row
 
     def _prune_users(self, wm: int) -> None:
         # A minute matters while some open window [s, s + size) can still contain it.
@@ -259,12 +190,7 @@ class PartitionAggregator:
                 self.changes.dropped_users.add(user_id)
                 self.changes.users.discard(user_id)
 
-    # -- persistence ---------------------------------------------------------
-    # The state format: `snapshot` names each changed key (`<prefix>|<start>[|<url>]`
-    # for a window's count, WindowSpec.state_key: `pv|<start>|<url>`, `au|<start>`;
-    # `u|<user>`, `e|<user>|<source>|<offset>` for a session event waiting for the
-    # watermark; None deletes it), `checkpoint` is what a batch's
-    # commit record holds, and `restore` reads both back.
+    # -- persistence (the state format: the module's docstring) ----------------
 
     def snapshot(self, changes: Changes) -> dict[str, Any]:
         """The changed keys of one batch and their new values (None: deleted)."""
@@ -338,10 +264,7 @@ class PartitionAggregator:
 
     def restore_user(self, user_id: str, state: UserState) -> None:
         self.users[user_id] = state
-        if state.pending:  # sorted by restore
-            self._schedule_pending(user_id, state.pending[0][0])
-        if state.session is not None:
-            self._schedule_expiry(user_id, state.session.last + self.timeout_ms)
+        self.session_queue.track(user_id, state)  # its pending events sorted by restore
 
     def open_rows(self) -> Changes:
         """Every window this partition holds and its open sessions, to re-upsert after an

@@ -7,6 +7,7 @@ counter records what it changed in its `WindowRows`, the aggregator's current ba
 from __future__ import annotations
 
 from bisect import bisect_right, insort
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,5 +131,18 @@ class UserCounts(WindowCounts):
             rows[start] = count
 
 
-def counter(spec: WindowSpec) -> WindowCounts:
-    return PageCounts(spec) if spec.per_page else UserCounts(spec)
+def counters(windows: tuple[WindowSpec, ...]) -> dict[str, WindowCounts]:
+    """A counter per window, by name; two windows cannot share a name or a prefix."""
+    made = {spec.name: PageCounts(spec) if spec.per_page else UserCounts(spec) for spec in windows}
+    if len(made) < len(windows) or len({spec.prefix for spec in windows}) < len(windows):
+        raise ValueError("two windows share a name or a state key prefix")
+    return made
+
+
+def by_event_type(counters: Iterable[WindowCounts]) -> dict[str, tuple[PageCounts, ...]]:
+    """The counters per page of each event type, for the event's type to find its own."""
+    grouped: dict[str, list[PageCounts]] = {}
+    for window in counters:
+        if isinstance(window, PageCounts):
+            grouped.setdefault(window.spec.counts, []).append(window)
+    return {event_type: tuple(windows) for event_type, windows in grouped.items()}

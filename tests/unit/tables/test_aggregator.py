@@ -432,12 +432,12 @@ def test_the_session_heaps_grow_with_users_and_pending_events_not_with_all_event
         if step % 10 == 0:
             d.agg.take_changes()
         waiting = sum(len(user.pending) for user in d.agg.users.values())
-        assert len(d.agg._pending_heap) <= waiting
-        assert len(d.agg._expiry_heap) <= len(users)
+        assert len(d.agg.session_queue._pending_heap) <= waiting
+        assert len(d.agg.session_queue._expiry_heap) <= len(users)
     d.mark(t + 20 * MIN)  # everything times out and is released
     sessions = d.agg.take_changes().sessions
     assert {row.status for row in sessions.values()} == {TIMED_OUT}
-    assert not d.agg._expiry_due and not d.agg._pending_due
+    assert not d.agg.session_queue._expiry_due and not d.agg.session_queue._pending_due
 
 
 # -- the state's keys ------------------------------------------------------------
