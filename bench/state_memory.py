@@ -73,8 +73,7 @@ def figures(aggregator: ModuleType, users: int, rate: float, minutes: float, see
             print(f"  minute {samples[-1]['minute']:>3}: {samples[-1]['mb']:,.1f} MB", flush=True)
     took = time.perf_counter() - began
     top = tracemalloc.take_snapshot().statistics("lineno")[:5]
-    # the sizes of what it holds, by attribute: which of them grows with events
-    held = {k: len(v) for k, v in vars(agg).items() if isinstance(v, list | dict) and v}
+    held = _held(agg)
     tracemalloc.stop()
     return {
         "events": offset,
@@ -84,6 +83,20 @@ def figures(aggregator: ModuleType, users: int, rate: float, minutes: float, see
         "seconds": round(took, 1),
         "top": [f"{s.size / 1e6:,.1f} MB in {s.count:,} blocks: {s.traceback}" for s in top],
     }
+
+
+def _held(agg) -> dict[str, int]:
+    """The sizes of what it holds, by attribute: which of them grows with events. Each
+    window's counts go by the window's name, the session queue's heaps by theirs (an
+    aggregator of an earlier version has neither)."""
+    parts = [vars(agg)]
+    if hasattr(agg, "session_queue"):
+        parts.append(vars(agg.session_queue))
+    held = {k: len(v) for p in parts for k, v in p.items() if isinstance(v, list | dict) and v}
+    if hasattr(agg, "windows"):
+        del held["windows"]
+        held.update({name: len(w.counts) for name, w in agg.windows.items()})
+    return held
 
 
 def main() -> None:

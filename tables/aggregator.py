@@ -1,10 +1,18 @@
-"""All stateful logic of one user-keyed partition: windows, distinct users, sessions.
+"""All stateful logic of one user-keyed partition: the windows of tables/windows.py
+(counted by tables/window_counts.py) and sessions.
 
 Pure and synchronous: the stateful stage feeds it events and watermark marks, then
 takes the changed keys to persist (its changelog and RocksDB store, app/stateful/) and
 the rows to upsert (PostgreSQL).
 Window counts are applied on arrival (they commute); session events wait until the
-merged watermark passes them and are then applied in event-time order.
+merged watermark passes them (tables/session_queue.py) and are then applied in
+event-time order.
+
+The state format: `snapshot` names each changed key (`<prefix>|<start>[|<url>]` for a
+window's count, WindowSpec.state_key: `pv|<start>|<url>`, `au|<start>`; `u|<user>`;
+`e|<user>|<source>|<offset>` for a session event waiting for the watermark; None
+deletes it), `checkpoint` is what a batch's commit record holds, and `restore` reads
+both back.
 
 It knows nothing of sinks: `Changes` says which rows became final, and keeping those
 until PostgreSQL has them is app/stateful/outbox.py's job.
@@ -12,20 +20,15 @@ until PostgreSQL has them is app/stateful/outbox.py's job.
 
 from __future__ import annotations
 
-import heapq
-from bisect import bisect_right, insort
+from bisect import insort
 from dataclasses import dataclass, field
 from typing import Any
 
 from tables import sessions as sm
+from tables.session_queue import SessionQueue
 from tables.watermark import NO_TIME, MergedWatermark
-from tables.windows import (
-    ACTIVE_USERS_WINDOW_MS,
-    MINUTE_MS,
-    PAGE_VIEW_WINDOW_MS,
-    new_window_starts_for_minute,
-    tumbling_start,
-)
+from tables.window_counts import UserCounts, WindowRows, by_event_type, counters
+from tables.windows import MINUTE_MS, WINDOWS, WindowSpec, tumbling_start
 
 # Closed windows stay in state this long after their end, so that a restart or a
 # rebalance within that time upserts their final value again with the open rows.
@@ -38,16 +41,11 @@ Pending = tuple[int, int, int, str]  # (event_time, source partition, offset, ev
 class Changes:
     """What one batch changed: rows for PostgreSQL, keys for the state tables."""
 
-    page_views: dict[tuple[int, str], int] = field(default_factory=dict)
-    active_users: dict[int, int] = field(default_factory=dict)
+    # by window name (WindowSpec.name), every window of the aggregator's
+    windows: dict[str, WindowRows] = field(default_factory=lambda: empty_rows(WINDOWS))
+    # a session row is final when its status is not ACTIVE
     sessions: dict[tuple[str, int], sm.SessionRow] = field(default_factory=dict)
-    # windows whose value in `page_views` / `active_users` is final (the watermark
-    # passed their end); a session row is final when its status is not ACTIVE
-    final_page_views: set[tuple[int, str]] = field(default_factory=set)
-    final_active: set[int] = field(default_factory=set)
     users: set[str] = field(default_factory=set)
-    dropped_page_views: set[tuple[int, str]] = field(default_factory=set)
-    dropped_active: set[int] = field(default_factory=set)
     dropped_users: set[str] = field(default_factory=set)
     # session events that started or stopped waiting for the watermark: each is a key
     # of its own in the state, so an event costs two small records, not a rewrite of
@@ -59,9 +57,16 @@ class Changes:
 
     def any_change(self) -> bool:
         """Whether there is anything for the state or PostgreSQL."""
-        return self.clock or any(
-            getattr(self, name) for name in self.__dataclass_fields__ if name != "clock"
+        return (
+            self.clock
+            or any(self.windows.values())
+            or bool(self.sessions or self.users or self.dropped_users)
+            or bool(self.pending_added or self.pending_released)
         )
+
+
+def empty_rows(windows: tuple[WindowSpec, ...]) -> dict[str, WindowRows]:
+    return {spec.name: WindowRows() for spec in windows}
 
 
 @dataclass(slots=True)
@@ -75,27 +80,29 @@ class UserState:
 
 
 class PartitionAggregator:
-    def __init__(self, timeout_ms: int, sources: int = 1) -> None:
-        self.timeout_ms = timeout_ms
+    def __init__(
+        self, timeout_ms: int, sources: int = 1, windows: tuple[WindowSpec, ...] = WINDOWS
+    ) -> None:
         self.clock = MergedWatermark(sources=sources)
         self.applied: dict[int, int] = {}  # source partition -> last applied offset
-        self.page_views: dict[tuple[int, str], int] = {}
-        self.active: dict[int, int] = {}
-        # window starts, sorted, and the pages counted in each: a watermark step visits
-        # only the windows it closes, not every window held
-        self._pv_starts: list[int] = []
-        self._pv_pages: dict[int, list[str]] = {}
-        self._au_starts: list[int] = []
+        self.windows = counters(windows)
+        self._by_prefix = {c.spec.prefix: c for c in self.windows.values()}
+        # resolved once: `add` runs for every event
+        self._page_counts = by_event_type(self.windows.values())
+        self._user_counts = tuple(c for c in self.windows.values() if isinstance(c, UserCounts))
+        # a user's minutes matter while an open window of distinct users can hold them
+        self._minutes_kept_ms = max((c.spec.size_ms for c in self._user_counts), default=0)
         self.users: dict[str, UserState] = {}
         self.late_at_merge = 0
-        # One heap entry per user at most in each heap: the time it is due, which the
-        # dict beside it holds; an entry whose time no longer matches is skipped.
-        self._pending_heap: list[tuple[int, str]] = []  # (earliest pending event, user)
-        self._pending_due: dict[str, int] = {}
-        self._expiry_heap: list[tuple[int, str]] = []  # (open session's deadline, user)
-        self._expiry_due: dict[str, int] = {}
+        self.session_queue = SessionQueue(timeout_ms)
         self._last_prune = NO_TIME
-        self.changes = Changes()
+        self.changes = self._new_changes()
+
+    def _new_changes(self) -> Changes:
+        changes = Changes(windows={})
+        for name, window in self.windows.items():
+            window.changed = changes.windows[name] = WindowRows()
+        return changes
 
     @property
     def watermark(self) -> int:
@@ -120,58 +127,27 @@ class PartitionAggregator:
         if t_ms < self.clock.value:
             self.late_at_merge += 1
             return False
-        if event_type == "page_view":
-            start = tumbling_start(t_ms, PAGE_VIEW_WINDOW_MS)
-            key = (start, page_url)
-            count = self.page_views.get(key)
-            if count is None:
-                count = 0
-                self._index_page(start, page_url)
-            self.page_views[key] = count = count + 1
-            self.changes.page_views[key] = count
+        counters = self._page_counts.get(event_type)
+        if counters is not None:
+            for window in counters:
+                window.add(t_ms, page_url)
         user = self.users.get(user_id)
         if user is None:
             user = self.users[user_id] = UserState()
             # pruned earlier in this batch and back again: persist the new state, or the
             # deletion would be written after it (`snapshot`) and a restore lose it
             self.changes.dropped_users.discard(user_id)
-        minute = tumbling_start(t_ms, MINUTE_MS)
+        minute = t_ms - t_ms % MINUTE_MS
         if minute not in user.minutes:
             self.changes.users.add(user_id)
-            for start in new_window_starts_for_minute(minute, user.minutes):
-                count = self.active.get(start)
-                if count is None:
-                    count = 0
-                    insort(self._au_starts, start)
-                self.active[start] = count = count + 1
-                self.changes.active_users[start] = count
+            for window in self._user_counts:
+                window.add_minute(minute, user.minutes)
             insort(user.minutes, minute)
         event = (t_ms, source, offset, event_type)
         user.pending.append(event)
         self.changes.pending_added[(user_id, event)] = None
-        self._schedule_pending(user_id, t_ms)
+        self.session_queue.wait(user_id, t_ms)
         return True
-
-    def _index_page(self, start: int, page_url: str) -> None:
-        pages = self._pv_pages.get(start)
-        if pages is None:
-            pages = self._pv_pages[start] = []
-            insort(self._pv_starts, start)
-        pages.append(page_url)
-
-    def _schedule_pending(self, user_id: str, t_ms: int) -> None:
-        due = self._pending_due.get(user_id)
-        if due is None or t_ms < due:
-            self._pending_due[user_id] = t_ms
-            heapq.heappush(self._pending_heap, (t_ms, user_id))
-
-    def _schedule_expiry(self, user_id: str, deadline: int) -> None:
-        """A deadline only moves later (a session's last event only grows, and a new
-        session starts after the one before), so an earlier entry stays and is pushed
-        again when it comes up (`_expire_sessions`)."""
-        if user_id not in self._expiry_due:
-            self._expiry_due[user_id] = deadline
-            heapq.heappush(self._expiry_heap, (deadline, user_id))
 
     def mark(self, source: int, watermark: int, idle: bool, sources: int, wall_s: float) -> None:
         before = self.clock.value
@@ -192,98 +168,17 @@ class PartitionAggregator:
 
     def _advance(self, before: int) -> None:
         wm = self.clock.value
-        self._release_sessions(wm)
-        self._expire_sessions(wm)
-        self._finalise_windows(before, wm)
+        self.session_queue.release(wm, self.users, self.changes)
+        self.session_queue.expire(wm, self.users, self.changes)
+        for window in self.windows.values():
+            window.finalise(before, wm)
         if wm - self._last_prune >= 5 * MINUTE_MS:
             self._prune_users(wm)
             self._last_prune = wm
 
-    def _release_sessions(self, wm: int) -> None:
-        heap, due = self._pending_heap, self._pending_due
-        while heap and heap[0][0] < wm:
-            t_ms, user_id = heapq.heappop(heap)
-            if due.get(user_id) != t_ms:
-                continue  # superseded by an earlier entry for this user
-            del due[user_id]
-            user = self.users.get(user_id)
-            if user is None or not user.pending:
-                continue
-            user.pending.sort()
-            cut = bisect_right(user.pending, (wm,))  # events before wm: (t, ...) < (wm,)
-            ready, user.pending = user.pending[:cut], user.pending[cut:]
-            added, released = self.changes.pending_added, self.changes.pending_released
-            for event in ready:
-                if added.pop((user_id, event), True):  # written by an earlier commit
-                    released.append((user_id, event))
-                t_ms, _, _, event_type = event
-                user.session, rows = sm.apply(
-                    user_id, user.session, t_ms, event_type, self.timeout_ms
-                )
-                self._emit(rows)
-            if user.pending:
-                self._schedule_pending(user_id, user.pending[0][0])
-            if user.session is not None:
-                self._schedule_expiry(user_id, user.session.last + self.timeout_ms)
-            self.changes.users.add(user_id)
-
-    def _expire_sessions(self, wm: int) -> None:
-        heap, due = self._expiry_heap, self._expiry_due
-        while heap and heap[0][0] <= wm:
-            _, user_id = heapq.heappop(heap)
-            del due[user_id]
-            user = self.users.get(user_id)
-            if user is None or user.session is None:
-                continue
-            deadline = user.session.last + self.timeout_ms
-            if deadline > wm:
-                self._schedule_expiry(user_id, deadline)  # extended since it was pushed
-                continue
-            user.session, row = sm.expire(user_id, user.session, wm, self.timeout_ms)
-            if row is not None:
-                self._emit([row])
-                self.changes.users.add(user_id)
-
-    def _emit(self, rows: list[sm.SessionRow]) -> None:
-        for row in rows:
-            self.changes.sessions[(row.user_id, row.start)] = row
-
-    def _finalise_windows(self, before: int, wm: int) -> None:
-        """The windows whose end the watermark passed in this step: (before, wm]."""
-        changes = self.changes
-        starts = self._pv_starts
-        first = bisect_right(starts, before - PAGE_VIEW_WINDOW_MS)
-        for start in starts[first : bisect_right(starts, wm - PAGE_VIEW_WINDOW_MS)]:
-            for url in self._pv_pages[start]:
-                key = (start, url)
-                changes.page_views[key] = self.page_views[key]  # its final value
-                changes.final_page_views.add(key)
-        starts = self._au_starts
-        first = bisect_right(starts, before - ACTIVE_USERS_WINDOW_MS)
-        for start in starts[first : bisect_right(starts, wm - ACTIVE_USERS_WINDOW_MS)]:
-            changes.active_users[start] = self.active[start]
-            changes.final_active.add(start)
-
-    def _drop_retired(self) -> None:
-        """Forget closed windows once kept RETAIN_CLOSED_MS past their end."""
-        wm = self.clock.value
-        pv_horizon = wm - PAGE_VIEW_WINDOW_MS - RETAIN_CLOSED_MS
-        starts = self._pv_starts
-        while starts and starts[0] <= pv_horizon:
-            start = starts.pop(0)
-            for url in self._pv_pages.pop(start):
-                del self.page_views[(start, url)]
-                self.changes.dropped_page_views.add((start, url))
-        au_horizon = wm - ACTIVE_USERS_WINDOW_MS - RETAIN_CLOSED_MS
-        starts = self._au_starts
-        while starts and starts[0] <= au_horizon:
-            start = starts.pop(0)
-            del self.active[start]
-            self.changes.dropped_active.add(start)
-
     def _prune_users(self, wm: int) -> None:
-        # A minute matters while some open window [s, s + 5 min) can still contain it.
-        horizon = tumbling_start(wm, MINUTE_MS) - ACTIVE_USERS_WINDOW_MS
+        # A minute matters while some open window [s, s + size) can still contain it.
+        horizon = tumbling_start(wm, MINUTE_MS) - self._minutes_kept_ms
         for user_id in list(self.users):
             user = self.users[user_id]
             kept = [m for m in user.minutes if m >= horizon]
@@ -295,25 +190,13 @@ class PartitionAggregator:
                 self.changes.dropped_users.add(user_id)
                 self.changes.users.discard(user_id)
 
-    # -- persistence ---------------------------------------------------------
-    # The state format: `snapshot` names each changed key (`pv|<start>|<url>`,
-    # `au|<start>`, `u|<user>`, `e|<user>|<source>|<offset>` for a session event
-    # waiting for the watermark; None deletes it), `checkpoint` is what a batch's
-    # commit record holds, and `restore` reads both back.
+    # -- persistence (the state format: the module's docstring) ----------------
 
     def snapshot(self, changes: Changes) -> dict[str, Any]:
         """The changed keys of one batch and their new values (None: deleted)."""
         out: dict[str, Any] = {}
-        for key in changes.page_views:
-            if key in self.page_views:
-                out[f"pv|{key[0]}|{key[1]}"] = self.page_views[key]
-        for start in changes.active_users:
-            if start in self.active:
-                out[f"au|{start}"] = self.active[start]
-        for start, url in changes.dropped_page_views:
-            out[f"pv|{start}|{url}"] = None
-        for start in changes.dropped_active:
-            out[f"au|{start}"] = None
+        for name, rows in changes.windows.items():
+            self.windows[name].snapshot(rows, out)
         for user_id in changes.users:
             user = self.users.get(user_id)
             if user is not None:
@@ -326,18 +209,6 @@ class PartitionAggregator:
         for user_id, (_, source, offset, _) in changes.pending_released:
             out[_pending_key(user_id, source, offset)] = None
         return out
-
-    def snapshot_all(self) -> dict[str, Any]:
-        """Every key of the state and its value, as `snapshot` names them."""
-        every = Changes(
-            page_views=dict.fromkeys(self.page_views, 0),
-            active_users=dict.fromkeys(self.active, 0),
-            users=set(self.users),
-            pending_added=dict.fromkeys(
-                (u, e) for u, user in self.users.items() for e in user.pending
-            ),
-        )
-        return self.snapshot(every)
 
     def checkpoint(self, input_offset: int) -> dict[str, Any]:
         """The clocks and positions that go with a snapshot; `input_offset`: the next
@@ -366,13 +237,8 @@ class PartitionAggregator:
         users: dict[str, UserState] = {}
         for name, value in values.items():
             kind, _, rest = name.partition("|")
-            if kind == "pv":
-                start, _, url = rest.partition("|")
-                self.page_views[(int(start), url)] = value
-                self._index_page(int(start), url)
-            elif kind == "au":
-                self.active[int(rest)] = value
-                insort(self._au_starts, int(rest))
+            if kind in self._by_prefix:
+                self._by_prefix[kind].restore(rest, value)
             elif kind == "u":
                 minutes, session = value
                 user = users.setdefault(rest, UserState())
@@ -390,21 +256,22 @@ class PartitionAggregator:
             self.restore_user(user_id, user)
 
     def take_changes(self) -> Changes:
-        self._drop_retired()
-        changes, self.changes = self.changes, Changes()
+        wm = self.clock.value
+        for window in self.windows.values():
+            window.drop_retired(wm, RETAIN_CLOSED_MS)
+        changes, self.changes = self.changes, self._new_changes()
         return changes
 
     def restore_user(self, user_id: str, state: UserState) -> None:
         self.users[user_id] = state
-        if state.pending:  # sorted by restore
-            self._schedule_pending(user_id, state.pending[0][0])
-        if state.session is not None:
-            self._schedule_expiry(user_id, state.session.last + self.timeout_ms)
+        self.session_queue.track(user_id, state)  # its pending events sorted by restore
 
     def open_rows(self) -> Changes:
         """Every window this partition holds and its open sessions, to re-upsert after an
         assignment (closed sessions are the outbox's)."""
-        rows = Changes(page_views=dict(self.page_views), active_users=dict(self.active))
+        rows = Changes(
+            windows={name: WindowRows(rows=dict(c.counts)) for name, c in self.windows.items()}
+        )
         for user_id, user in self.users.items():
             if user.session is not None:
                 row = sm.SessionRow(user_id, user.session.start, None, sm.ACTIVE)

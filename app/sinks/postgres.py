@@ -30,22 +30,19 @@ from app.settings import database_dsn, mask_url, redact, url_secrets
 from app.sinks.contract import SinkHealth
 from app.sinks.pending_rows import PendingRows
 from app.sinks.postgres_sql import (
-    AU_WINDOW_S,
     CLAIM,
     LOCK_KEY,
-    PV_WINDOW_S,
     REJECT,
-    ROLLUP_AU,
-    ROLLUP_PV,
     STUCK_HOLDERS,
-    UPSERT_AU_PARTIAL,
-    UPSERT_PV_PARTIAL,
     UPSERT_SESSIONS,
+    rollup,
+    upsert_partials,
 )
 from app.sinks.rejects import DATA_ERRORS, as_text, write_isolating
 from app.throttle import Backoff, LogThrottle
 from app.timeutil import utc_datetime
 from tables.aggregator import Changes
+from tables.windows import WINDOWS
 
 log = logging.getLogger(__name__)
 DDL = Path(__file__).with_name("init-db.sql")
@@ -56,6 +53,8 @@ IDLE_IN_TRANSACTION_MS = 10_000
 STUCK_HOLDER_S = 10.0
 RENEW_CLAIMS_S = 10.0
 STALE_CLAIM_S = 60.0
+# window name -> (its table, its partials' upsert, its rollup)
+WINDOW_SQL = {spec.name: (spec.table, upsert_partials(spec), rollup(spec)) for spec in WINDOWS}
 
 
 ts = utc_datetime
@@ -290,25 +289,17 @@ class PostgresSink:
         if refused:
             batch.drop_partitions(refused)
 
-        async def page_views(keys) -> None:
-            await conn.execute(
-                UPSERT_PV_PARTIAL,
-                [ts(k[0]) for k in keys],
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-                [batch.page_views[k] for k in keys],
-            )
-            windows = sorted({(k[0], k[1]) for k in keys})
-            await conn.execute(
-                ROLLUP_PV, [ts(w[0]) for w in windows], [w[1] for w in windows], PV_WINDOW_S
-            )
+        def window(upsert: str, roll: str, counts: dict[tuple, int]):
+            async def write(keys) -> None:
+                # a key: (start, the key columns..., part)
+                columns = [list(c) for c in zip(*keys, strict=True)]
+                starts, parts = [ts(t) for t in columns[0]], columns[-1]
+                await conn.execute(upsert, starts, *columns[1:-1], parts, [counts[k] for k in keys])
+                rows = sorted({k[:-1] for k in keys})
+                columns = [list(c) for c in zip(*rows, strict=True)]
+                await conn.execute(roll, [ts(t) for t in columns[0]], *columns[1:])
 
-        async def active_users(keys) -> None:
-            starts = [ts(k[0]) for k in keys]
-            await conn.execute(
-                UPSERT_AU_PARTIAL, starts, [k[1] for k in keys], [batch.active[k] for k in keys]
-            )
-            await conn.execute(ROLLUP_AU, sorted(set(starts)), AU_WINDOW_S)
+            return write
 
         async def sessions(rows) -> None:
             await conn.execute(
@@ -321,16 +312,15 @@ class PostgresSink:
             )
 
         # (table, rows, how to write them, a row -> (its key, its value) for rejected_rows)
-        for table, rows, write, key_value in (
-            (
-                "page_view_counts",
-                list(batch.page_views),
-                page_views,
-                lambda k: (k, batch.page_views[k]),
-            ),
-            ("active_users", list(batch.active), active_users, lambda k: (k, batch.active[k])),
-            ("user_sessions", list(batch.sessions.values()), sessions, lambda r: (r[:2], r)),
-        ):
+        writes = []
+        for name, (table, upsert, roll) in WINDOW_SQL.items():
+            counts = batch.windows.get(name, {})
+            write = window(upsert, roll, counts)
+            writes.append((table, list(counts), write, lambda k, c=counts: (k, c[k])))
+        writes.append(
+            ("user_sessions", list(batch.sessions.values()), sessions, lambda r: (r[:2], r))
+        )
+        for table, rows, write, key_value in writes:
             if not rows:
                 continue
             if not isolate:

@@ -1,6 +1,7 @@
-"""The PostgreSQL sink's statements. Window sizes come from tables/windows.py."""
+"""The PostgreSQL sink's statements; a window's are made from its WindowSpec
+(tables/windows.py)."""
 
-from tables.windows import ACTIVE_USERS_WINDOW_MS, PAGE_VIEW_WINDOW_MS
+from tables.windows import WindowSpec
 
 LOCK_KEY = 0x41435456  # "ACTV": the advisory lock that serialises every writer
 
@@ -23,35 +24,6 @@ ON CONFLICT (app_id, part) DO UPDATE SET generation = EXCLUDED.generation, writt
 RETURNING part
 """
 
-UPSERT_PV_PARTIAL = """
-INSERT INTO page_view_count_partials (window_start, page_url, part, view_count)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::int[], $4::bigint[])
-ON CONFLICT (window_start, page_url, part) DO UPDATE SET view_count = EXCLUDED.view_count
-"""
-ROLLUP_PV = """
-INSERT INTO page_view_counts (window_start, window_end, page_url, view_count, updated_at)
-SELECT p.window_start, p.window_start + make_interval(secs => $3), p.page_url,
-       sum(p.view_count), now()
-FROM page_view_count_partials p
-JOIN unnest($1::timestamptz[], $2::text[]) AS k(ws, url) ON p.window_start = k.ws
-  AND p.page_url = k.url
-GROUP BY p.window_start, p.page_url
-ON CONFLICT (window_start, page_url) DO UPDATE
-  SET view_count = EXCLUDED.view_count, updated_at = EXCLUDED.updated_at
-"""
-UPSERT_AU_PARTIAL = """
-INSERT INTO active_user_partials (window_start, part, user_count)
-SELECT * FROM unnest($1::timestamptz[], $2::int[], $3::bigint[])
-ON CONFLICT (window_start, part) DO UPDATE SET user_count = EXCLUDED.user_count
-"""
-ROLLUP_AU = """
-INSERT INTO active_users (window_start, window_end, active_user_count, updated_at)
-SELECT p.window_start, p.window_start + make_interval(secs => $2), sum(p.user_count), now()
-FROM active_user_partials p WHERE p.window_start = ANY($1::timestamptz[])
-GROUP BY p.window_start
-ON CONFLICT (window_start) DO UPDATE
-  SET active_user_count = EXCLUDED.active_user_count, updated_at = EXCLUDED.updated_at
-"""
 UPSERT_SESSIONS = """
 INSERT INTO user_sessions (user_id, session_start_time, session_end_time,
                            session_duration_seconds, status, updated_at)
@@ -72,5 +44,39 @@ ON CONFLICT (table_name, row_key) DO UPDATE
       last_seen = now(), times = r.times + 1
 """
 
-PV_WINDOW_S = PAGE_VIEW_WINDOW_MS // 1000
-AU_WINDOW_S = ACTIVE_USERS_WINDOW_MS // 1000
+
+def _arrays(spec: WindowSpec, *more: str) -> str:
+    """unnest's arguments: $1 the window starts, then a text array per key column."""
+    types = ["timestamptz", *("text" for _ in spec.key_columns), *more]
+    return ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
+
+
+def upsert_partials(spec: WindowSpec) -> str:
+    """A partition's partial counts: the starts, the key columns, the partitions, the counts."""
+    keys = ", ".join(("window_start", *spec.key_columns, "part"))
+    count = spec.partial_column
+    return f"""
+INSERT INTO {spec.partials} ({keys}, {count})
+SELECT * FROM unnest({_arrays(spec, "int", "bigint")})
+ON CONFLICT ({keys}) DO UPDATE SET {count} = EXCLUDED.{count}
+"""
+
+
+def rollup(spec: WindowSpec) -> str:
+    """The rows users read, recomputed as the sum of their partials: the starts and the
+    key columns of the rows to recompute."""
+    keys = ("window_start", *spec.key_columns)
+    columns = ", ".join(("window_start", "window_end", *spec.key_columns))
+    end = f"p.window_start + make_interval(secs => {spec.size_ms / 1000:g})"
+    values = ", ".join(("p.window_start", end, *(f"p.{k}" for k in spec.key_columns)))
+    on = " AND ".join(f"p.{k} = w.{k}" for k in keys)
+    count = spec.count_column
+    return f"""
+INSERT INTO {spec.table} ({columns}, {count}, updated_at)
+SELECT {values}, sum(p.{spec.partial_column}), now()
+FROM {spec.partials} p
+JOIN unnest({_arrays(spec)}) AS w({", ".join(keys)}) ON {on}
+GROUP BY {", ".join(f"p.{k}" for k in keys)}
+ON CONFLICT ({", ".join(keys)}) DO UPDATE
+  SET {count} = EXCLUDED.{count}, updated_at = EXCLUDED.updated_at
+"""

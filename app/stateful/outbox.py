@@ -8,35 +8,31 @@ as the change that made them final, until every row sink confirms the batch that
 carried them (`RowSinks.confirmed`, app/sinks/contract.py). After a restore they all
 go out again.
 
-Its keys live beside the aggregator's in the state table, under `o|`:
-`o|pv|<start>|<url>` (count), `o|au|<start>` (count), `o|s|<user>|<start>` ([end, status]).
+Its keys live beside the aggregator's in the state table, under `o|`: a window's row
+as the aggregator names it (`o|pv|<start>|<url>`, `o|au|<start>`: the count), and
+`o|s|<user>|<start>` ([end, status]) for a session. An entry is its state key.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tables.aggregator import Changes
+from tables.aggregator import Changes, empty_rows
 from tables.sessions import ACTIVE, SessionRow
+from tables.windows import WINDOWS, WindowSpec
 
 PREFIX = "o|"
 
-Entry = tuple  # ("pv", start, url) | ("au", start) | ("s", user_id, start)
-
-
-def _name(entry: Entry) -> str:
-    if len(entry) == 2:
-        return f"{PREFIX}{entry[0]}|{entry[1]}"
-    return f"{PREFIX}{entry[0]}|{entry[1]}|{entry[2]}"
-
 
 class Outbox:
-    def __init__(self) -> None:
-        self._rows: dict[Entry, Any] = {}  # entry -> its final value
-        self._batch: dict[Entry, int] = {}  # entry -> the batch that last carried it
+    def __init__(self, windows: tuple[WindowSpec, ...] = WINDOWS) -> None:
+        self._windows = windows
+        self._by_prefix = {spec.prefix: spec for spec in windows}
+        self._rows: dict[str, Any] = {}  # entry -> its final value
+        self._batch: dict[str, int] = {}  # entry -> the batch that last carried it
         # batch -> entries it carried, oldest batch first (batch numbers only grow), so
         # a release touches only what it releases, even after a long PostgreSQL outage
-        self._carried: dict[int, list[Entry]] = {}
+        self._carried: dict[int, list[str]] = {}
         self._writes: dict[str, Any] = {}  # state keys changed since `snapshot`
 
     def __len__(self) -> int:
@@ -44,20 +40,20 @@ class Outbox:
 
     def hold(self, changes: Changes, batch: int) -> None:
         """Keep the rows `changes` made final until `batch` is confirmed."""
-        for key in changes.final_page_views:
-            self._put(("pv", *key), changes.page_views[key], batch)
-        for start in changes.final_active:
-            self._put(("au", start), changes.active_users[start], batch)
+        for spec in self._windows:
+            window = changes.windows[spec.name]
+            for key in window.final:
+                self._put(PREFIX + spec.state_key(key), window.rows[key], batch)
         for (user_id, start), row in changes.sessions.items():
             if row.status != ACTIVE:
-                self._put(("s", user_id, start), [row.end, row.status], batch)
+                self._put(f"{PREFIX}s|{user_id}|{start}", [row.end, row.status], batch)
 
-    def _put(self, entry: Entry, value: Any, batch: int) -> None:
+    def _put(self, entry: str, value: Any, batch: int) -> None:
         self._rows[entry] = value
-        self._writes[_name(entry)] = value
+        self._writes[entry] = value
         self._carry(entry, batch)
 
-    def _carry(self, entry: Entry, batch: int) -> None:
+    def _carry(self, entry: str, batch: int) -> None:
         self._batch[entry] = batch
         self._carried.setdefault(batch, []).append(entry)
 
@@ -71,7 +67,7 @@ class Outbox:
                 if self._batch.get(entry) == batch:  # not carried again since
                     del self._rows[entry]
                     del self._batch[entry]
-                    self._writes[_name(entry)] = None
+                    self._writes[entry] = None
 
     def snapshot(self) -> dict[str, Any]:
         """The state keys changed since the last snapshot (None: deleted)."""
@@ -83,33 +79,32 @@ class Outbox:
         for name, value in values.items():
             if not name.startswith(PREFIX):
                 continue
-            kind, _, rest = name[len(PREFIX) :].partition("|")
-            if kind == "pv":
-                start, _, url = rest.partition("|")
-                entry: Entry = ("pv", int(start), url)
-            elif kind == "au":
-                entry = ("au", int(rest))
-            elif kind == "s":
-                user_id, _, start = rest.rpartition("|")
-                entry = ("s", user_id, int(start))
-            else:
-                raise ValueError(f"not an outbox key: {name!r}")
-            self._rows[entry] = value
-            self._carry(entry, 0)
+            self._parse(name)  # refuses a key that is not the outbox's
+            self._rows[name] = value
+            self._carry(name, 0)
+
+    def _parse(self, entry: str) -> tuple[WindowSpec | None, Any]:
+        """(its window, or None for a session; the row's key)"""
+        kind, _, rest = entry[len(PREFIX) :].partition("|")
+        if kind == "s":
+            user_id, _, start = rest.rpartition("|")
+            return None, (user_id, int(start))
+        spec = self._by_prefix.get(kind)
+        if spec is None:
+            raise ValueError(f"not an outbox key: {entry!r}")
+        return spec, spec.parse_key(rest)
 
     def resend(self, batch: int) -> Changes:
         """Every row held, as carried again by `batch` (after a restore)."""
-        rows = Changes()
+        rows = Changes(windows=empty_rows(self._windows))
         self._carried.clear()
         for entry, value in self._rows.items():
             self._carry(entry, batch)
-            if entry[0] == "pv":
-                rows.page_views[entry[1:]] = value
-            elif entry[0] == "au":
-                rows.active_users[entry[1]] = value
+            spec, key = self._parse(entry)
+            if spec is None:
+                rows.sessions[key] = SessionRow(*key, *value)
             else:
-                _, user_id, start = entry
-                rows.sessions[(user_id, start)] = SessionRow(user_id, start, *value)
+                rows.windows[spec.name].rows[key] = value
         return rows
 
 

@@ -216,7 +216,9 @@ async def snapshot(worker) -> dict:
                     sum(1 for u in agg.users.values() if u.session is not None) if agg else 0
                 ),
                 "users_in_state": len(agg.users) if agg else 0,
-                "windows_in_state": (len(agg.page_views) + len(agg.active)) if agg else 0,
+                "windows_in_state": (
+                    sum(len(w.counts) for w in agg.windows.values()) if agg else 0
+                ),
                 "final_rows_waiting": len(part.outbox) if part else 0,
                 "late_at_merge": agg.late_at_merge if agg else 0,
                 "highwater": high,

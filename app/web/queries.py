@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tables.windows import ACTIVE_USERS_HOP_MS, ACTIVE_USERS_WINDOW_MS
+from tables.windows import ACTIVE_USERS
 
-MINUTE = timedelta(milliseconds=ACTIVE_USERS_HOP_MS)
-ACTIVE_WINDOW = timedelta(milliseconds=ACTIVE_USERS_WINDOW_MS)
+MINUTE = timedelta(milliseconds=ACTIVE_USERS.hop_ms)
+ACTIVE_WINDOW = timedelta(milliseconds=ACTIVE_USERS.size_ms)
 TIMEOUT_S = 10  # per statement
 
 NEWEST_MINUTE = """

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from app.sinks.postgres import PostgresSink
-from tables.aggregator import Changes
 from tables.sessions import ENDED, SessionRow
+from tests.window_changes import changes
 
 T = 1_769_679_060_000
 # too large for a btree index row even compressed (a repeated letter would compress)
@@ -39,16 +39,16 @@ async def test_a_worker_of_an_older_generation_cannot_overwrite_the_new_owner(fr
     old = await sink_for(fresh_db, {0, 1}, generation=5)
     new = None
     try:
-        old.add(0, Changes(page_views={(T, "/a"): 3}), batch=1)
+        old.add(0, changes(page_views={(T, "/a"): 3}), batch=1)
         await old.flush()
         new = await sink_for(fresh_db, {0}, generation=6)  # partition 0 moved
-        new.add(0, Changes(page_views={(T, "/a"): 7}), batch=1)
+        new.add(0, changes(page_views={(T, "/a"): 7}), batch=1)
         await new.flush()
 
         # the old owner wakes with rows of both partitions in hand
         ended = SessionRow("u1", T, T + 1_000, ENDED)
-        old.add(0, Changes(page_views={(T, "/a"): 4}, sessions={("u1", T): ended}), batch=2)
-        old.add(1, Changes(page_views={(T, "/b"): 2}), batch=2)
+        old.add(0, changes(page_views={(T, "/a"): 4}, sessions={("u1", T): ended}), batch=2)
+        old.add(1, changes(page_views={(T, "/b"): 2}), batch=2)
         await old.flush()
 
         assert await page_views(fresh_db) == {"/a": 7, "/b": 2}
@@ -68,19 +68,19 @@ async def test_a_worker_of_an_older_generation_cannot_overwrite_the_new_owner(fr
 async def test_a_claim_nobody_renews_gives_way_to_a_restarted_group(fresh_db):
     """A group Kafka forgot, or a new Kafka, starts its generations again at 1."""
     first = await sink_for(fresh_db, {0}, generation=57)
-    first.add(0, Changes(page_views={(T, "/a"): 3}), batch=1)
+    first.add(0, changes(page_views={(T, "/a"): 3}), batch=1)
     await first.flush()
     await first.pool.close()
 
     later = await sink_for(fresh_db, {0}, generation=1)
     try:
-        later.add(0, Changes(page_views={(T, "/a"): 5}), batch=1)
+        later.add(0, changes(page_views={(T, "/a"): 5}), batch=1)
         await later.flush()
         assert await page_views(fresh_db) == {"/a": 3}  # refused: the claim is recent
         await later.pool.execute(
             "UPDATE partition_writers SET written_at = now() - interval '61 seconds'"
         )
-        later.add(0, Changes(page_views={(T, "/a"): 5}), batch=2)
+        later.add(0, changes(page_views={(T, "/a"): 5}), batch=2)
         await later.flush()
         assert await page_views(fresh_db) == {"/a": 5}
     finally:
@@ -103,7 +103,7 @@ async def test_an_idle_owner_renews_its_claims_and_pipelines_claim_apart(fresh_d
         before = await owner.pool.fetchval(claimed)
         await owner.flush()  # nothing to write: the claim is renewed
         assert await owner.pool.fetchval(claimed) > before
-        other_pipeline.add(0, Changes(page_views={(T, "/x"): 1}), batch=1)
+        other_pipeline.add(0, changes(page_views={(T, "/x"): 1}), batch=1)
         await other_pipeline.flush()  # generation 1 < 3, but another APP_ID's claim
         assert other_pipeline.refused_partitions == 0
     finally:
@@ -134,7 +134,7 @@ async def test_a_worker_frozen_inside_a_transaction_does_not_hold_the_others_up(
         await transaction.start()
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
         # ... and nothing more: the worker stands still with the lock held
-        other.add(1, Changes(page_views={(T, "/b"): 2}), batch=1)
+        other.add(1, changes(page_views={(T, "/b"): 2}), batch=1)
         # it gets through at all: the frozen one would hold the lock for 600 s (how soon
         # is not timed here)
         await asyncio.wait_for(other.flush(), 120)
@@ -160,14 +160,14 @@ async def test_a_row_postgres_can_never_store_is_set_aside_and_the_rest_of_its_b
         bad_session = SessionRow("nul\x00user", T, T + 1_000, ENDED)
         sink.add(
             0,
-            Changes(
+            changes(
                 page_views={(T, "/ok"): 2, (T, "/nul\x00"): 1, (T, INCOMPRESSIBLE_URL): 5},
                 sessions={(good.user_id, T): good, (bad_session.user_id, T): bad_session},
                 active_users={T: 3},
             ),
             batch=1,
         )
-        sink.add(1, Changes(page_views={(T, "/ok"): 1}), batch=4)
+        sink.add(1, changes(page_views={(T, "/ok"): 1}), batch=4)
         await sink.flush()
 
         assert await page_views(fresh_db) == {"/ok": 3}
@@ -196,7 +196,7 @@ async def test_a_row_postgres_can_never_store_is_set_aside_and_the_rest_of_its_b
         later = SessionRow(bad_session.user_id, T, T + 9_000, ENDED)
         sink.add(
             0,
-            Changes(page_views={(T, "/nul\x00"): 2}, sessions={(later.user_id, T): later}),
+            changes(page_views={(T, "/nul\x00"): 2}, sessions={(later.user_id, T): later}),
             batch=2,
         )
         await sink.flush()
@@ -226,14 +226,14 @@ async def test_rows_kept_across_a_move_away_and_back_are_not_written_under_the_n
     a = await sink_for(fresh_db, {0}, generation=1)
     b = None
     try:
-        a.add(0, Changes(page_views={(T, "/a"): 1}), batch=1)
+        a.add(0, changes(page_views={(T, "/a"): 1}), batch=1)
         stale = a.pending
         a.pending = type(stale)()
         b = await sink_for(fresh_db, {0}, generation=2)  # B owns it for a while
-        b.add(0, Changes(page_views={(T, "/a"): 5}), batch=1)
+        b.add(0, changes(page_views={(T, "/a"): 5}), batch=1)
         await b.flush()
         a.assign({0}, 3)  # and A again, under a newer generation
-        a.add(0, Changes(page_views={(T, "/a"): 6}), batch=2)
+        a.add(0, changes(page_views={(T, "/a"): 6}), batch=2)
         await a.flush()
         # the old rows come back (their write had failed) and are flushed
         stale.merge_back(a.pending)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from app.events import Event
-from app.sinks.lake.schema import SCHEMA, STRIDE, to_record_batch
+from app.sinks.lake.schema import STRIDE, to_record_batch
 
 # open rows converted at once: a few ms of the event loop's time each
 SEAL_ROWS = 1_024
@@ -51,11 +51,6 @@ class PartitionRows:
 
     def __len__(self) -> int:
         return self.rows
-
-    @property
-    def columns(self) -> dict[str, list]:
-        """Every column as a Python list (for inspection; the commit uses `batches`)."""
-        return pa.Table.from_batches(self.batches, schema=SCHEMA).to_pydict()
 
     def __repr__(self) -> str:
         return (

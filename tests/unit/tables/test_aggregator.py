@@ -13,6 +13,7 @@ import pytest
 from tables.aggregator import RETAIN_CLOSED_MS, Changes, PartitionAggregator
 from tables.sessions import ACTIVE, ENDED, TIMED_OUT, SessionRow
 
+PV, AU = "page_views", "active_users"
 MIN = 60_000
 TIMEOUT = 15 * MIN
 T = 1_769_679_060_000  # 2026-01-29T09:31:00Z, a minute boundary
@@ -51,8 +52,8 @@ def test_page_views_are_counted_per_page_per_minute_and_only_page_views():
     d.add(T + 2_000, "u1", "click", url="/a")
     d.add(T + 3_000, "u3", "session_start")
     expected = {(T, "/a"): 2, (T + MIN, "/a"): 1, (T, "/b"): 1}
-    assert d.agg.page_views == expected
-    assert d.agg.take_changes().page_views == expected
+    assert d.agg.windows[PV].counts == expected
+    assert d.agg.take_changes().windows[PV].rows == expected
 
 
 def test_active_users_count_each_user_once_per_five_minute_window():
@@ -63,8 +64,8 @@ def test_active_users_count_each_user_once_per_five_minute_window():
     d.add(T + 6 * MIN, "u3", "session_start")  # minute 6
     by_minute = {-4: 1, -3: 1, -2: 2, -1: 2, 0: 2, 1: 2, 2: 3, 3: 1, 4: 1, 5: 1, 6: 1}
     expected = {T + k * MIN: n for k, n in by_minute.items()}
-    assert d.agg.active == expected
-    assert d.agg.take_changes().active_users == expected
+    assert d.agg.windows[AU].counts == expected
+    assert d.agg.take_changes().windows[AU].rows == expected
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -75,8 +76,8 @@ def test_window_counts_match_brute_force_for_any_arrival_order(seed):
     d = Driver()
     for e in events:
         assert d.add(e.t, e.user, e.kind, e.url)
-    assert d.agg.page_views == brute_page_views(events)
-    assert d.agg.active == brute_active_users(events)
+    assert d.agg.windows[PV].counts == brute_page_views(events)
+    assert d.agg.windows[AU].counts == brute_active_users(events)
 
 
 def test_a_window_passed_by_the_watermark_is_sent_again_with_its_final_value():
@@ -85,8 +86,8 @@ def test_a_window_passed_by_the_watermark_is_sent_again_with_its_final_value():
     d.agg.take_changes()
     d.mark(T + MIN)
     changes = d.agg.take_changes()
-    assert changes.page_views == {(T, "/a"): 1}
-    assert changes.active_users == {T - 4 * MIN: 1}  # the only window ending by T + 1 min
+    assert changes.windows[PV].rows == {(T, "/a"): 1}
+    assert changes.windows[AU].rows == {T - 4 * MIN: 1}  # the only window ending by T + 1 min
 
 
 def test_closed_windows_are_dropped_after_the_retention_time():
@@ -94,20 +95,20 @@ def test_closed_windows_are_dropped_after_the_retention_time():
     d = Driver()
     d.add(T, "u1", url="/a")
     d.mark(T + MIN + RETAIN_CLOSED_MS - 1)
-    assert (T, "/a") in d.agg.page_views
-    assert T - 4 * MIN in d.agg.active
+    assert (T, "/a") in d.agg.windows[PV].counts
+    assert T - 4 * MIN in d.agg.windows[AU].counts
     d.agg.take_changes()
 
     d.mark(T + MIN + RETAIN_CLOSED_MS)
     changes = d.agg.take_changes()
-    assert d.agg.page_views == {}
-    assert changes.dropped_page_views == {(T, "/a")}
-    assert changes.dropped_active == {T - 4 * MIN}
-    assert sorted(d.agg.active) == [T - 3 * MIN, T - 2 * MIN, T - MIN, T]
+    assert d.agg.windows[PV].counts == {}
+    assert changes.windows[PV].dropped == {(T, "/a")}
+    assert changes.windows[AU].dropped == {T - 4 * MIN}
+    assert sorted(d.agg.windows[AU].counts) == [T - 3 * MIN, T - 2 * MIN, T - MIN, T]
 
     d.mark(T + 5 * MIN + RETAIN_CLOSED_MS)
-    assert d.agg.take_changes().dropped_active == {T - 3 * MIN, T - 2 * MIN, T - MIN, T}
-    assert d.agg.active == {}
+    assert d.agg.take_changes().windows[AU].dropped == {T - 3 * MIN, T - 2 * MIN, T - MIN, T}
+    assert d.agg.windows[AU].counts == {}
 
 
 def test_changes_name_the_rows_that_became_final():
@@ -115,14 +116,14 @@ def test_changes_name_the_rows_that_became_final():
     d.add(T, "u1", kind="session_start")
     d.add(T + 1_000, "u1", url="/a")
     d.add(T + 2_000, "u1", kind="session_end")
-    assert not d.agg.take_changes().final_page_views  # open window
+    assert not d.agg.take_changes().windows[PV].final  # open window
 
     d.mark(T + MIN + RETAIN_CLOSED_MS)  # closed and past retention at once
     changes = d.agg.take_changes()
-    assert changes.final_page_views == {(T, "/a")}
-    assert changes.page_views[(T, "/a")] == 1  # its final value, though already dropped
-    assert changes.dropped_page_views == {(T, "/a")}
-    assert changes.final_active == {T + k * MIN for k in range(-4, 1)}  # all its windows
+    assert changes.windows[PV].final == {(T, "/a")}
+    assert changes.windows[PV].rows[(T, "/a")] == 1  # its final value, though already dropped
+    assert changes.windows[PV].dropped == {(T, "/a")}
+    assert changes.windows[AU].final == {T + k * MIN for k in range(-4, 1)}  # all its windows
     assert changes.sessions[("u1", T)] == SessionRow("u1", T, T + 2_000, ENDED)
     assert "u1" not in d.agg.users  # nothing of it is open any more
 
@@ -137,8 +138,8 @@ def test_replayed_offsets_are_ignored():
     assert not agg.add(0, 3, T, "u1", "page_view", "/a")  # an older offset
     assert agg.add(1, 5, T, "u2", "page_view", "/a")  # same offset, other source
     assert agg.add(0, 6, T, "u1", "page_view", "/a")
-    assert agg.page_views == {(T, "/a"): 3}
-    assert agg.active[T] == 2
+    assert agg.windows[PV].counts == {(T, "/a"): 3}
+    assert agg.windows[AU].counts[T] == 2
 
 
 def test_event_behind_the_merged_watermark_is_counted_late_and_excluded():
@@ -146,9 +147,9 @@ def test_event_behind_the_merged_watermark_is_counted_late_and_excluded():
     d.mark(T + MIN)
     assert not d.add(T + MIN - 1, "u1", "session_start")
     assert d.agg.late_at_merge == 1
-    assert d.agg.page_views == {} and d.agg.active == {} and d.agg.users == {}
+    assert d.agg.windows[PV].counts == {} and d.agg.windows[AU].counts == {} and d.agg.users == {}
     assert d.add(T + MIN, "u1")  # exactly at the watermark: on time
-    assert d.agg.page_views == {(T + MIN, "/a"): 1}
+    assert d.agg.windows[PV].counts == {(T + MIN, "/a"): 1}
 
 
 def test_merged_watermark_is_the_minimum_over_two_sources():
@@ -274,8 +275,8 @@ def test_rows_match_brute_force_whatever_the_interleaving_of_two_sources(seed):
     upsert(table, d.agg.take_changes())
 
     assert d.agg.late_at_merge == 0
-    assert table.page_views == brute_page_views(events)
-    assert table.active_users == brute_active_users(events)
+    assert table.windows[PV].rows == brute_page_views(events)
+    assert table.windows[AU].rows == brute_active_users(events)
     assert table.sessions == brute_sessions(events)
 
 
@@ -286,12 +287,12 @@ def test_take_changes_returns_what_changed_and_then_starts_empty():
     d = Driver()
     d.add(T, "u1", url="/a")
     changes = d.agg.take_changes()
-    assert changes.page_views == {(T, "/a"): 1}
-    assert changes.active_users == {T + k * MIN: 1 for k in range(-4, 1)}
+    assert changes.windows[PV].rows == {(T, "/a"): 1}
+    assert changes.windows[AU].rows == {T + k * MIN: 1 for k in range(-4, 1)}
     assert changes.users == {"u1"}
     assert changes.clock is True
     assert changes.sessions == {}
-    assert not (changes.dropped_page_views or changes.dropped_active or changes.dropped_users)
+    assert not (changes.windows[PV].dropped or changes.windows[AU].dropped or changes.dropped_users)
     assert d.agg.take_changes() == Changes()
 
 
@@ -312,8 +313,8 @@ def test_open_rows_holds_every_window_and_only_open_sessions():
     d.add(T + 3 * MIN, "u4", "session_start")  # not yet passed by the watermark
     d.mark(T + 2 * MIN)
     rows = d.agg.open_rows()
-    assert rows.page_views == {(T, "/x"): 1}
-    assert rows.active_users == {
+    assert rows.windows[PV].rows == {(T, "/x"): 1}
+    assert rows.windows[AU].rows == {
         T - 4 * MIN: 3, T - 3 * MIN: 3, T - 2 * MIN: 3, T - MIN: 4, T: 4,
         T + MIN: 2, T + 2 * MIN: 1, T + 3 * MIN: 1,
     }  # fmt: skip
@@ -408,8 +409,8 @@ def brute_sessions(events: list[Ev]) -> dict:
 
 def upsert(table: Changes, changes: Changes) -> None:
     """What PostgreSQL ends up holding: the last absolute value written per key."""
-    table.page_views.update(changes.page_views)
-    table.active_users.update(changes.active_users)
+    table.windows[PV].rows.update(changes.windows[PV].rows)
+    table.windows[AU].rows.update(changes.windows[AU].rows)
     table.sessions.update(changes.sessions)
 
 
@@ -431,12 +432,12 @@ def test_the_session_heaps_grow_with_users_and_pending_events_not_with_all_event
         if step % 10 == 0:
             d.agg.take_changes()
         waiting = sum(len(user.pending) for user in d.agg.users.values())
-        assert len(d.agg._pending_heap) <= waiting
-        assert len(d.agg._expiry_heap) <= len(users)
+        assert len(d.agg.session_queue._pending_heap) <= waiting
+        assert len(d.agg.session_queue._expiry_heap) <= len(users)
     d.mark(t + 20 * MIN)  # everything times out and is released
     sessions = d.agg.take_changes().sessions
     assert {row.status for row in sessions.values()} == {TIMED_OUT}
-    assert not d.agg._expiry_due and not d.agg._pending_due
+    assert not d.agg.session_queue._expiry_due and not d.agg.session_queue._pending_due
 
 
 # -- the state's keys ------------------------------------------------------------
@@ -477,7 +478,8 @@ def test_a_restore_rebuilds_each_user_with_its_waiting_events():
     d.mark(T, source=1)
     d.add(T + 30_000, "u1", source=1)
     restored = PartitionAggregator(TIMEOUT, sources=2)
-    restored.restore(d.agg.checkpoint(10), d.agg.snapshot_all(), 0.0)
+    state = {k: v for k, v in d.agg.snapshot(d.agg.take_changes()).items() if v is not None}
+    restored.restore(d.agg.checkpoint(10), state, 0.0)
     assert restored.users == d.agg.users
     assert sum(len(user.pending) for user in restored.users.values()) == 4
     # and they are released as the original's are

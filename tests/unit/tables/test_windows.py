@@ -4,12 +4,22 @@ The windows: docs/contract.md, Windows and tables.
 """
 
 from bisect import insort
+from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tables.windows import hopping_starts, new_window_starts_for_minute, tumbling_start
+from tables.windows import (
+    ACTIVE_USERS,
+    PAGE_VIEWS,
+    WINDOWS,
+    hopping_starts,
+    layout_tag,
+    new_window_starts_for_minute,
+    tumbling_start,
+)
 
 MIN = 60_000
 # 2026-01-29T09:31:00Z, a minute boundary, computed without the code under test.
@@ -87,3 +97,49 @@ def test_summing_first_time_increments_gives_the_distinct_user_count_per_window(
         insort(seen, minute)
     expected = {T + s * MIN: 1 for s in range(-4, 21) if any(s <= m < s + 5 for m in minutes)}
     assert counts == expected
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=15, unique=True),
+    st.sampled_from([(10, 10), (10, 5), (6, 2), (3, 1), (1, 1)]),
+)
+def test_first_time_windows_of_any_minute_hop_are_those_holding_no_earlier_minute(minutes, shape):
+    size, hop = shape[0] * MIN, shape[1] * MIN
+    seen: list[int] = []
+    for m in minutes:
+        minute = T + m * MIN
+        epoch_aligned = range(T - T % hop - 60 * MIN, T + 60 * MIN, hop)
+        holding = [s for s in epoch_aligned if s <= minute < s + size]
+        expected = [s for s in holding if not any(s <= x < s + size for x in seen)]
+        assert new_window_starts_for_minute(minute, seen, size, hop) == expected
+        insort(seen, minute)
+
+
+# -- the windows' declarations ---------------------------------------------------
+
+
+def test_the_layout_of_the_two_windows_names_the_same_state_as_before_windows_were_data():
+    assert WINDOWS[:2] == (PAGE_VIEWS, ACTIVE_USERS)
+    assert layout_tag(WINDOWS[:2]) == "pv60s-au300s-hop60s"
+    assert layout_tag((PAGE_VIEWS,)) == "pv60s"
+
+
+def test_a_windows_state_keys_are_its_prefix_start_and_page():
+    assert PAGE_VIEWS.state_key((T, "/a|b")) == f"pv|{T}|/a|b"
+    assert PAGE_VIEWS.parse_key(f"{T}|/a|b") == (T, "/a|b")
+    assert ACTIVE_USERS.state_key(T) == f"au|{T}"
+    assert ACTIVE_USERS.parse_key(str(T)) == T
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"size_ms": 7 * MIN, "hop_ms": 2 * MIN}, "size is not a multiple"),
+        ({"hop_ms": 30_000, "size_ms": 60_000}, "by the minute"),
+        ({"prefix": "u"}, "cannot prefix"),
+        ({"prefix": "a|b"}, "cannot prefix"),
+    ],
+)
+def test_a_window_that_cannot_be_kept_is_refused_where_it_is_declared(change, why):
+    with pytest.raises(ValueError, match=why):
+        replace(ACTIVE_USERS, **change)

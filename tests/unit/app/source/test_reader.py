@@ -14,6 +14,7 @@ from app.sinks.lake.rows import SEAL_ROWS
 from app.source.partitioner import KeyPartitioner
 from app.source.reader import BatchReader, PartitionReader
 from tables.watermark import NO_TIME, SourceClock
+from tests.unit.app.sinks.lake.support import columns
 
 MIN = 60_000
 T = 1_800_000_000_000
@@ -42,7 +43,7 @@ def batch_reader() -> tuple[BatchReader, LakeRows]:
 
 
 def lake_offsets(rows: LakeRows) -> list[int]:
-    return [o for b in rows.take().values() for o in b.columns["kafka_offset"]]
+    return [o for b in rows.take().values() for o in columns(b)["kafka_offset"]]
 
 
 def test_each_valid_record_goes_to_every_sink_once_and_late_ones_are_not_forwarded():
@@ -78,8 +79,8 @@ def test_below_the_kafka_position_only_the_lake_is_filled_in_with_the_same_verdi
     assert [e["kafka_offset"] for e in enriched] == [2]
     assert enriched[0]["late"] is True  # judged against the clock offset 0 advanced
     taken = rows.take()
-    assert taken[2].columns["kafka_offset"] == [0, 1, 2]
-    assert taken[2].columns["late"] == [False, True, True]
+    assert columns(taken[2])["kafka_offset"] == [0, 1, 2]
+    assert columns(taken[2])["late"] == [False, True, True]
 
 
 def test_below_the_lake_position_only_the_kafka_outputs_are_written():

@@ -82,8 +82,8 @@ class MemorySink:
                 db.claims[part] = mine
         self.refused += len(refused)
         batch.drop_partitions(refused)
-        db.pv_partials.update(batch.page_views)
-        db.au_partials.update(batch.active)
+        db.pv_partials.update(batch.windows.get("page_views", {}))
+        db.au_partials.update(batch.windows.get("active_users", {}))
         for key, row in batch.sessions.items():
             db.sessions[key] = (row[2], row[4])
         for part, number in batch.batches.items():

@@ -25,8 +25,10 @@ CHUNK = 100
 
 
 def state_of(part) -> tuple:
+    """What the partition's store holds, and what its aggregator and outbox hold of it."""
     agg = part.aggregator
-    return agg.snapshot_all(), agg.checkpoint(part.input_next), part.outbox.resend(0)
+    stored = {key: changelog.decode(value) for key, value in part.local.items()}
+    return stored, agg.open_rows(), agg.checkpoint(part.input_next), part.outbox.resend(0)
 
 
 async def run_through(driver: Driver, stage, per_source, length: int, start: int = 0) -> None:

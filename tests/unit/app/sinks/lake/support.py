@@ -9,6 +9,8 @@ from deltalake import DeltaTable
 
 from app.events import Event
 from app.sinks.lake import LakeFenced, LakeRows, LakeTable
+from app.sinks.lake.rows import PartitionRows
+from app.sinks.lake.schema import to_arrow
 
 DAY = 86_400_000
 T0 = 20_000 * DAY  # 2024-10-04T00:00:00Z
@@ -18,6 +20,11 @@ APP = "test-app"
 def event(t: int, **extra) -> Event:
     fields = {"event_time": t, "user_id": "u1", "event_type": "page_view", "page_url": "/a"}
     return Event(t, "u1", "page_view", "/a", fields | extra)
+
+
+def columns(rows: PartitionRows) -> dict[str, list]:
+    """Every column of the rows as a Python list, as the lake commit converts them."""
+    return to_arrow({rows.partition: rows}).to_pydict()
 
 
 def rows_for(partition: int, first: int, count: int, day_of=lambda offset: T0):

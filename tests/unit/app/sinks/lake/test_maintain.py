@@ -17,6 +17,7 @@ from tests.unit.app.sinks.lake.support import (
     DAY,
     T0,
     check_contiguous,
+    columns,
     compete,
     offsets,
     rows_for,
@@ -102,7 +103,7 @@ def test_files_a_crash_left_behind_are_never_read_and_are_vacuumed(tmp_path):
     day = tmp_path / f"event_date={YESTERDAY}"
     # a writer that died after writing its data file but before its commit ...
     orphan = rows_for(0, 100, 20, lambda o: T0 - DAY)
-    offsets_only = pa.table({"kafka_offset": orphan.columns["kafka_offset"]})
+    offsets_only = pa.table({"kafka_offset": columns(orphan)["kafka_offset"]})
     pq.write_table(offsets_only, day / "part-0.parquet")
     # ... one that died in the middle of a file, and one in the middle of a log entry
     (day / "part-1.zstd.parquet").write_bytes(b"PAR1\x00half")

@@ -11,7 +11,7 @@ import pytest
 from app.sinks.lake import LakeRows
 from app.sinks.lake import rows as lake_rows
 from app.sinks.lake.schema import SCHEMA, to_arrow
-from tests.unit.app.sinks.lake.support import DAY, T0, event
+from tests.unit.app.sinks.lake.support import DAY, T0, columns, event
 
 
 def test_rows_are_taken_per_partition_and_revoked_ones_dropped():
@@ -27,9 +27,9 @@ def test_rows_are_taken_per_partition_and_revoked_ones_dropped():
     assert set(taken) == {3, 4}
     three = taken[3]
     assert (three.first_offset, three.last_offset, len(three)) == (10, 12, 2)
-    assert three.columns["extra"] == ['{"campaign":"x"}', None]
-    assert three.columns["event_id"] == [None, "7"]
-    assert three.columns["late"] == [False, True]
+    assert columns(three)["extra"] == ['{"campaign":"x"}', None]
+    assert columns(three)["event_id"] == [None, "7"]
+    assert columns(three)["late"] == [False, True]
 
 
 def test_rows_become_utc_columns_with_their_date():
@@ -96,4 +96,4 @@ def test_a_conversion_that_fails_leaves_the_rows_open_and_the_offsets_as_they_we
     monkeypatch.undo()
     taken = rows.take()[1]
     assert (taken.first_offset, taken.last_offset, len(taken)) == (0, 1, 2)
-    assert taken.columns["kafka_offset"] == [0, 1]
+    assert columns(taken)["kafka_offset"] == [0, 1]
