@@ -4,6 +4,7 @@ integration tests, started through devstack (or reused)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import shutil
@@ -25,6 +26,14 @@ from devstack.s3 import S3Server
 ROOT = Path(__file__).resolve().parents[2]
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
+
+
+def pytest_configure(config):
+    # The tests' own aiokafka clients (producers feeding a worker, readers checking its
+    # outputs) log every failed connection while a test keeps Kafka away on purpose: in
+    # CI that was 213,000 lines for one outage test. What the worker logs is its own
+    # and checked by the tests; the test process keeps aiokafka's CRITICAL only.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def pytest_collection_modifyitems(config, items):
