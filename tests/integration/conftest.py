@@ -28,12 +28,18 @@ ROOT = Path(__file__).resolve().parents[2]
 INTEGRATION_DIR = Path(__file__).resolve().parent
 
 
-def pytest_configure(config):
-    # The tests' own aiokafka clients (producers feeding a worker, readers checking its
-    # outputs) log every failed connection while a test keeps Kafka away on purpose: in
-    # CI that was 213,000 lines for one outage test. What the worker logs is its own
-    # and checked by the tests; the test process keeps aiokafka's CRITICAL only.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+@pytest.fixture(autouse=True)
+def quiet_test_clients():
+    """The tests' own aiokafka clients (producers feeding a worker, readers checking its
+    outputs) log every failed connection while a test keeps Kafka away on purpose: in
+    CI that was 213,000 lines for one outage test. What the worker logs is its own and
+    checked by the tests; here the test process keeps aiokafka's CRITICAL only (the
+    unit tests, which check how the worker governs aiokafka's lines, are untouched)."""
+    library = logging.getLogger("aiokafka")
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    yield
+    library.setLevel(level)
 
 
 def pytest_collection_modifyitems(config, items):
